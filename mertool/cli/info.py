@@ -1,0 +1,35 @@
+"""``mertool info``: provenance and shapes of a stage file."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import typer
+
+from ..cache import open_stage
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("info", epilog="Example: mertool info work/flow.h5")
+    def info(path: Path = typer.Argument(..., help="A stage file (.h5).")) -> None:
+        """Show a stage file's provenance, sample count and array shapes."""
+        sf = open_stage(path)
+        a = sf.attrs
+        typer.echo(f"file:      {path}")
+        typer.echo(f"stage:     {sf.stage}   (mertool {a.get('mertool_version')}, created {a.get('created')})")
+        typer.echo(f"key:       {sf.key}   config hash {sf.config_hash}")
+        typer.echo(f"samples:   {len(sf)}   subjects {len(set(sf.meta.get('subject', [])))}")
+        if "label" in sf.meta:
+            counts = Counter(sf.meta["label"])
+            typer.echo("labels:    " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        for name, shape in sf.shapes().items():
+            typer.echo(f"array:     {name} {shape}")
+        for up in json.loads(a.get("upstream", "[]")):
+            typer.echo(f"upstream:  {up['path']} (key {up['key']})")
+        typer.echo("params:    " + json.dumps(sf.params, sort_keys=True))
+        if sf.failed:
+            typer.echo(f"failed:    {len(sf.failed)} sample(s)")
+            for sid, why in sf.failed.items():
+                typer.echo(f"  {sid}: {why}")
