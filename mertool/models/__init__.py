@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import MertoolError
 
-_MODULES = ["offtanet"]
+_MODULES = ["offtanet", "baselines"]
 
 
 @dataclasses.dataclass(frozen=True)
