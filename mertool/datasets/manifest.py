@@ -96,7 +96,10 @@ def load_manifest(root: Path | None = None, sheet: Path | None = None, **_: obje
         )
         if not sample.label:
             raise MertoolError(f"{where}: sample {sid} has an empty label")
-        check_keyframes(sample)
+        try:
+            check_keyframes(sample)
+        except MertoolError as exc:
+            raise MertoolError(f"{where}: {exc}") from None
         _check_range(sample, where)
         samples.append(sample)
     if skipped:

@@ -1,0 +1,88 @@
+"""The generic CSV manifest adapter and `mertool index`: validation, one clear line per mistake."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_clip
+from mertool.cli.main import cli
+from mertool.samples import read_samples
+
+
+@pytest.fixture
+def clip_root(tmp_path):
+    frame = np.full((8, 8, 3), 100, np.uint8)
+    write_clip(tmp_path / "a", [frame] * 5, first=1, pattern="reg_img{}.jpg")
+    write_clip(tmp_path / "b", [frame] * 5, first=10, pattern="frame{}.png")
+    return tmp_path
+
+
+def _index(root, text, capsys):
+    sheet = root / "m.csv"
+    sheet.write_text(text)
+    rc = cli(["index", "--dataset", "manifest", "--sheet", str(sheet), "-o", str(root / "samples.csv")])
+    return rc, capsys.readouterr().err
+
+
+HEADER = "sample_id,subject,frames,onset,apex,offset,label\n"
+
+
+def test_valid_manifest_roundtrip(clip_root, capsys):
+    rc, err = _index(clip_root, HEADER + "a1,s1,a,1,3,5,happy\nb1,s2,b,10,/,14,sad\n", capsys)
+    assert rc == 0, err
+    samples = read_samples(clip_root / "samples.csv")
+    assert [s.sample_id for s in samples] == ["a1", "b1"]
+    assert samples[1].apex == -1 and samples[1].apex_source == "missing"
+    assert [n for n, _ in samples[0].frame_table()] == [1, 2, 3, 4, 5]
+    assert samples[0].frames.endswith("/a")  # relative to the manifest's folder
+
+
+def test_natural_sort_of_frames(tmp_path):
+    frame = np.zeros((4, 4), np.uint8)
+    write_clip(tmp_path / "n", [frame] * 12, first=1, pattern="img{}.png")
+    from mertool.samples import Sample
+
+    table = Sample("x", "s", 1, 2, 12, "l", frames=str(tmp_path / "n")).frame_table()
+    assert [n for n, _ in table] == list(range(1, 13))
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("a1,s1,a,1,3,5,happy\na1,s1,a,1,3,5,happy\n", "duplicate sample_id 'a1'"),
+        ("a1,s1,a,1,7,5,happy\n", "apex 7 outside onset..offset"),
+        ("a1,s1,a,4,4,2,happy\n", "offset 2 is before onset 4"),
+        ("a1,s1,a,1,3,9,happy\n", "offset 9 outside the clip's frames 1..5"),
+        ("a1,s1,a,x,3,5,happy\n", "onset 'x' is not a frame number"),
+        ("a1,s1,a,1,3,5,\n", "empty label"),
+    ],
+)
+def test_bad_rows(clip_root, capsys, rows, message):
+    rc, err = _index(clip_root, HEADER + rows, capsys)
+    assert rc == 2 and message in err and "m.csv:" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_and_missing_columns(clip_root, capsys):
+    rc, err = _index(clip_root, "sample_id,subject,frames,onset,apex,offset,label,mood\na1,s1,a,1,3,5,h,x\n", capsys)
+    assert rc == 2 and "unknown column(s) mood" in err
+    rc, err = _index(clip_root, "sample_id,frames,onset,apex,offset\na1,a,1,3,5\n", capsys)
+    assert rc == 2 and "missing column(s) subject, label" in err
+
+
+def test_missing_frames_folder_skipped_and_reported(clip_root, capsys):
+    rc, err = _index(clip_root, HEADER + "a1,s1,a,1,3,5,happy\nz9,s1,nothere,1,3,5,happy\n", capsys)
+    assert rc == 0
+    assert "1 row(s) skipped" in err and "z9" in err and "nothere" in err
+    assert [s.sample_id for s in read_samples(clip_root / "samples.csv")] == ["a1"]
+
+
+def test_missing_sheet(tmp_path, capsys):
+    assert cli(["index", "--dataset", "manifest", "--sheet", str(tmp_path / "no.csv"), "-o", str(tmp_path / "s.csv")]) == 2
+    assert "no.csv: manifest not found" in capsys.readouterr().err
+
+
+def test_mixed_case_headers(clip_root, capsys):
+    rc, err = _index(clip_root, "Sample_ID, Subject ,Frames,Onset,Apex,Offset,Label\na1,s1,a,1,3,5,happy\n", capsys)
+    assert rc == 0, err
