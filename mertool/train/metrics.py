@@ -1,0 +1,114 @@
+"""Classification metrics for cross-validated micro-expression recognition.
+
+Two conventions coexist in the MER literature, and mertool reports both:
+
+* **pooled** (MEGC / composite convention): concatenate the test predictions of every
+  fold, then compute one UF1 (macro F1) and one UAR (macro recall, "balanced accuracy")
+  over all classes;
+* **per-fold mean**: compute the metric on each fold's test samples and average over
+  folds with equal weight (Off-TANet's tables use this for UF1/UAR). On a fold, macro
+  averages run over the classes that occur in that fold's labels or predictions (a
+  LOSO fold rarely holds every class).
+
+All numbers come from scikit-learn with ``zero_division=0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
+
+from ..errors import MertoolError
+
+
+def _check(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> None:
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal-length 1-d arrays")
+    if len(y_true) == 0:
+        raise MertoolError("no predictions to score")
+    if num_classes < 1:
+        raise ValueError("num_classes must be positive")
+    for name, y in (("label", y_true), ("prediction", y_pred)):
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(f"{name} indices must lie in [0, {num_classes})")
+
+
+def uf1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
+    """Unweighted F1: mean over all ``num_classes`` of 2TP / (2TP + FP + FN)."""
+    return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+
+
+def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
+    """Unweighted average recall: mean over all ``num_classes`` of TP / n_c."""
+    return float(recall_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+
+
+def _fold_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    # Classes present in this fold (labels or predictions): sklearn's default label set.
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def compute_metrics(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    folds: Sequence[str],
+    classes: Sequence[str],
+) -> dict:
+    """All reported metrics of a cross-validated run.
+
+    Parameters
+    ----------
+    y_true, y_pred : sequence of int
+        Class indices (into ``classes``) of every test sample, pooled over folds.
+    folds : sequence of str
+        Fold name of each sample (the fold in which it was a test sample).
+    classes : sequence of str
+        Class names; index ``i`` names class ``i``.
+
+    Returns
+    -------
+    dict
+        ``uf1``, ``uar``, ``accuracy``, ``macro_f1``, ``weighted_f1`` (pooled);
+        ``fold_mean`` with ``accuracy``, ``macro_f1``, ``weighted_f1``, ``uf1``, ``uar``
+        (per-fold means; ``uf1`` there is the per-fold macro F1); ``per_class_recall``
+        and ``support`` (class name -> value); ``confusion`` (rows = true class, columns
+        = predicted, in ``classes`` order); ``per_fold`` (fold -> scores and size);
+        ``n_samples``, ``n_folds``, ``classes``.
+    """
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    fa = np.asarray(folds, dtype=object)
+    k = len(classes)
+    _check(yt, yp, k)
+    if len(fa) != len(yt):
+        raise ValueError("folds must have one entry per sample")
+    labels = list(range(k))
+    recall = recall_score(yt, yp, labels=labels, average=None, zero_division=0)
+    per_fold: dict[str, dict] = {}
+    for name in dict.fromkeys(fa.tolist()):  # first-seen order
+        mask = fa == name
+        per_fold[str(name)] = {**_fold_scores(yt[mask], yp[mask]), "n": int(mask.sum())}
+    mean = {m: float(np.mean([f[m] for f in per_fold.values()])) for m in ("accuracy", "macro_f1", "weighted_f1", "uar")}
+    mean["uf1"] = mean["macro_f1"]
+    return {
+        "uf1": uf1(yt, yp, k),
+        "uar": uar(yt, yp, k),
+        "accuracy": float(accuracy_score(yt, yp)),
+        "macro_f1": uf1(yt, yp, k),
+        "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
+        "fold_mean": mean,
+        "per_class_recall": {c: float(r) for c, r in zip(classes, recall)},
+        "support": {c: int((yt == i).sum()) for i, c in enumerate(classes)},
+        "confusion": confusion_matrix(yt, yp, labels=labels).tolist(),
+        "per_fold": per_fold,
+        "n_samples": int(len(yt)),
+        "n_folds": len(per_fold),
+        "classes": list(classes),
+    }

@@ -1,0 +1,148 @@
+"""Plots of a run and a table comparing runs (``mertool report``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..errors import MertoolError  # noqa: E402
+
+COLUMNS = ["run", "model", "scheme", "folds", "samples", "UF1", "UAR", "acc", "acc_fold_mean",
+           "macro_f1_fold_mean", "params", "epochs", "selection", "time_s"]
+
+
+def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Confusion matrix (rows true, columns predicted): counts, shaded by row share."""
+    cm = np.asarray(cm)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = 1.2 + 0.9 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    # Folds may stop at different epochs (early stopping): average over folds still running.
+    length = max((len(h) for h in histories), default=0)
+    sums, counts = np.zeros(length), np.zeros(length)
+    for h in histories:
+        for i, row in enumerate(h):
+            if key in row:
+                sums[i] += row[key]
+                counts[i] += 1
+    if not counts.any():
+        return None
+    ok = counts > 0
+    return np.arange(1, length + 1)[ok], sums[ok] / counts[ok]
+
+
+def plot_curves(histories: list[list[dict]], path: str | Path, title: str = "", oracle: bool = False) -> Path:
+    """Learning curves averaged over folds: loss and accuracy per epoch.
+
+    Test-fold curves (``ORACLE_*`` keys) are drawn only when ``oracle`` is true.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, kind in zip(axes, ("loss", "acc")):
+        for key, style in ((f"train_{kind}", "-"), (f"val_{kind}", "--"), (f"ORACLE_test_{kind}", ":")):
+            if key.startswith("ORACLE") and not oracle:
+                continue
+            curve = _mean_curve(histories, key)
+            if curve is not None:
+                ax.plot(*curve, style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(title + " (mean over folds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def _row(run: Path, m: dict, n_folds: int, label: str) -> dict:
+    fm = m.get("fold_mean", {})
+    return {
+        "run": label,
+        "model": m.get("model", ""),
+        "scheme": m.get("scheme", ""),
+        "folds": n_folds,
+        "samples": m.get("n_samples", ""),
+        "UF1": f"{m['uf1']:.4f}",
+        "UAR": f"{m['uar']:.4f}",
+        "acc": f"{m['accuracy']:.4f}",
+        "acc_fold_mean": f"{fm.get('accuracy', float('nan')):.4f}",
+        "macro_f1_fold_mean": f"{fm.get('macro_f1', float('nan')):.4f}",
+        "params": m.get("params", ""),
+        "epochs": m.get("epochs", ""),
+        "selection": m.get("selection", ""),
+        "time_s": f"{m.get('wall_seconds', m.get('train_seconds', 0.0)):.1f}",
+    }
+
+
+def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
+    """One table row per finished run (plus one per ORACLE result, labelled so).
+
+    Raises
+    ------
+    MertoolError
+        A folder that is not a finished run.
+    """
+    rows = []
+    for run in map(Path, runs):
+        path = run / "metrics.json"
+        if not path.is_file():
+            hint = " (unfinished: re-run `mertool train` with the same options to resume)" if (run / "run.json").is_file() else ""
+            raise MertoolError(f"{run}: no metrics.json; not a finished mertool run{hint}")
+        m = json.loads(path.read_text())
+        rows.append(_row(run, m, m.get("n_folds", 0), str(run)))
+        oracle = run / "metrics_ORACLE.json"
+        if oracle.is_file():
+            o = json.loads(oracle.read_text())
+            o.setdefault("wall_seconds", m.get("wall_seconds", 0.0))
+            rows.append(_row(run, o, o.get("n_folds", 0), f"{run} [ORACLE]"))
+    return rows
+
+
+def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] = COLUMNS) -> str:
+    """Render rows as an aligned text table, Markdown or CSV."""
+    cols = [c for c in columns if c != "selection"] if fmt == "text" else list(columns)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return buf.getvalue()
+    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines) + "\n"
+    if fmt != "text":
+        raise MertoolError(f"unknown table format {fmt!r}; use text, markdown or csv")
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines) + "\n"
