@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
         root: Optional[Path] = typer.Option(None, "--root", help="Dataset root folder."),
         sheet: Optional[Path] = typer.Option(None, "--sheet", help="Annotation sheet / manifest CSV."),
         out: Path = typer.Option(..., "-o", "--out", help="samples.csv to write."),
+        protocol: Optional[str] = typer.Option(None, "--protocol", help="Class map (casme2-5, samm-5, mmew-7, megc2019-3, offtanet-3, raw); default: the dataset's own."),
+        min_class_count: int = typer.Option(0, "--min-class-count", help="Drop classes with fewer samples (DIANet: 10); dropped classes are reported."),
     ) -> None:
         """Index a dataset's clips into samples.csv (one row per clip)."""
         setup_cli_logging()
-        samples = load_dataset(dataset, root=root, sheet=sheet)
+        samples = load_dataset(dataset, root=root, sheet=sheet, protocol=protocol, min_class_count=min_class_count)
         write_samples(samples, out)
         labels = Counter(s.label for s in samples)
         subjects = len({s.subject for s in samples})

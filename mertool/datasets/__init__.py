@@ -16,7 +16,7 @@ from ..samples import Sample
 
 Adapter = Callable[..., list[Sample]]
 _REGISTRY: dict[str, tuple[Adapter, str]] = {}
-_MODULES = ["manifest"]
+_MODULES = ["manifest", "casme2", "samm", "mmew", "casme", "casme_sq", "casme3", "smic", "composites"]
 
 
 def register_dataset(name: str, description: str) -> Callable[[Adapter], Adapter]:
@@ -47,6 +47,29 @@ def get_adapter(name: str) -> Adapter:
     return _REGISTRY[name][0]
 
 
-def load_dataset(name: str, root: str | Path | None = None, sheet: str | Path | None = None, **options) -> list[Sample]:
-    """Index a dataset with the named adapter."""
-    return get_adapter(name)(root=Path(root) if root else None, sheet=Path(sheet) if sheet else None, **options)
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    sheet: str | Path | None = None,
+    protocol: str | None = None,
+    min_class_count: int = 0,
+    **options,
+) -> list[Sample]:
+    """Index a dataset with the named adapter.
+
+    ``protocol`` picks the class map (published datasets; see ``datasets/protocols.py``);
+    ``min_class_count`` drops classes with fewer samples and reports them (DIANet: 10).
+    """
+    from .protocols import DEFAULT_PROTOCOL, filter_rare, get_protocol, log_dropped
+
+    adapter = get_adapter(name)
+    if protocol is not None:
+        if name not in DEFAULT_PROTOCOL:
+            raise MertoolError(f"--protocol applies to the published datasets, not {name!r} (its labels are used as they are)")
+        options["protocol"] = protocol
+    samples = adapter(root=Path(root) if root else None, sheet=Path(sheet) if sheet else None, **options)
+    classes = get_protocol(protocol, name).classes if name in DEFAULT_PROTOCOL else ()
+    if min_class_count or classes:
+        samples, dropped = filter_rare(samples, min_class_count, classes)
+        log_dropped(dropped, min_class_count)
+    return samples
