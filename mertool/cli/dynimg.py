@@ -1,0 +1,63 @@
+"""``mertool dynimg``: phase-aware dynamic images (DIANet) from aligned clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..log import setup_cli_logging
+from ..preprocess.dynimg import DynimgConfig, run_dynimg
+from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption
+
+_D = DynimgConfig()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "dynimg",
+        epilog=(
+            "Example: mertool dynimg work/aligned.h5 -o work/dynimg.h5 --phases onset,offset "
+            "--kind linear --size 224 --samples work/samples.csv --preview work/preview/dynimg"
+        ),
+    )
+    def dynimg(
+        aligned: Path = typer.Argument(..., help="aligned.h5 from `mertool align` (all frames onset..offset)."),
+        out: Path = typer.Option(..., "-o", "--out", help="dynimg.h5 to write."),
+        phases: Optional[str] = typer.Option(
+            None, "--phases", show_default=_D.phases,
+            help="onset,offset = DI-Onset (onset..apex) and DI-Offset (apex..offset, ranked backwards); "
+            "whole = one DI over onset..offset.",
+        ),
+        kind: Optional[str] = typer.Option(
+            None, "--kind", show_default=_D.kind,
+            help="Rank-pooling weights: linear (DIANet, 2t-T-1) or exact (Bilen et al.).",
+        ),
+        size: Optional[int] = typer.Option(None, "--size", show_default=str(_D.size), help="Output side in pixels."),
+        channels: Optional[int] = typer.Option(
+            None, "--channels", show_default=str(_D.channels), help="3 = RGB, 1 = gray (e.g. SAMM)."
+        ),
+        normalize: Optional[str] = typer.Option(
+            None, "--normalize", show_default=_D.normalize,
+            help="Per-image rescaling: minmax (0..255), standardize (mean 0, sd 1) or none.",
+        ),
+        frame_norm: Optional[str] = typer.Option(
+            None, "--frame-norm", show_default=_D.frame_norm,
+            help="Per-frame preprocessing: none, or mean (subtract each frame's channel means).",
+        ),
+        samples: Optional[Path] = typer.Option(
+            None, "--samples", help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`)."
+        ),
+        config: Optional[Path] = ConfigOption,
+        jobs: int = JobsOption,
+        overwrite: bool = OverwriteOption,
+        preview: Optional[Path] = PreviewOption,
+    ) -> None:
+        """Phase-aware dynamic images by approximate rank pooling (N x P x C x S x S)."""
+        setup_cli_logging()
+        cfg = DynimgConfig.resolve(
+            config, phases=phases, kind=kind, size=size, channels=channels,
+            normalize=normalize, frame_norm=frame_norm,
+        )
+        run_dynimg(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
