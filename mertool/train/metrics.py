@@ -7,8 +7,9 @@ Two conventions coexist in the MER literature, and mertool reports both:
   over all classes;
 * **per-fold mean**: compute the metric on each fold's test samples and average over
   folds with equal weight (Off-TANet's tables use this for UF1/UAR). On a fold, macro
-  averages run over the classes that occur in that fold's labels or predictions (a
-  LOSO fold rarely holds every class).
+  averages run over the classes that occur in that fold's true labels (a
+  LOSO fold rarely holds every class); a wrong prediction of an absent class still
+  counts as a miss of the true class.
 
 All numbers come from scikit-learn with ``zero_division=0``.
 """
@@ -46,12 +47,14 @@ def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float
 
 
 def _fold_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    # Classes present in this fold (labels or predictions): sklearn's default label set.
+    # Macro averages over the classes in this fold's true labels: a class the subject never
+    # shows has no recall, and counting it as 0 would punish every LOSO fold.
+    labels = np.unique(y_true).tolist()
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "uar": float(recall_score(y_true, y_pred, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "uar": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
     }
 
 
