@@ -1,0 +1,164 @@
+"""`mertool pairs`: aligned onset/apex frames stacked for frame-pair models."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mertool.cache import StageWriter, open_stage
+from mertool.cli.main import cli
+from mertool.preprocess.pairs import PairsConfig, run_pairs, select_pair
+
+S = 32
+
+
+def face(seed: int, size: int = S) -> np.ndarray:
+    from skimage import data
+
+    img = cv2.resize(data.astronaut()[20:260, 100:340], (size, size), interpolation=cv2.INTER_AREA)
+    shift = np.float64([[1, 0, seed % 3], [0, 1, -(seed % 2)]])
+    return cv2.warpAffine(img, shift, (size, size), borderMode=cv2.BORDER_REFLECT)
+
+
+def write_aligned(path: Path, clips: list[dict], size: int = S) -> Path:
+    """An aligned.h5 like `mertool align` writes (per-sample layout)."""
+    w = StageWriter(path, "aligned", {"size": size, "frames": "all"})
+    for c in clips:
+        numbers = np.arange(c["onset"], c["offset"] + 1)
+        rng = np.random.default_rng(len(c["sid"]))
+        frames = np.stack([np.clip(face(i, size).astype(int) + rng.integers(-3, 4, (size, size, 3)), 0, 255)
+                           for i in range(len(numbers))]).astype(np.uint8)
+        w.add(
+            c["sid"],
+            {"frames": frames, "frame_numbers": numbers.astype(np.int64),
+             "landmarks": np.zeros((68, 2), np.float32), "transform": np.eye(2, 3)},
+            {"subject": c["subject"], "label": c["label"], "dataset": "manifest", "clip": c["sid"],
+             "onset": c["onset"], "apex": c["apex"], "offset": c["offset"], "aus": c.get("aus", ""),
+             "apex_source": "sheet"},
+        )
+    w.finish([c["sid"] for c in clips], stacked=False)
+    return path
+
+
+CLIPS = [
+    {"sid": "s1_a", "subject": "s1", "label": "happy", "onset": 10, "apex": 13, "offset": 15, "aus": "12"},
+    {"sid": "s2_b", "subject": "s2", "label": "sad", "onset": 1, "apex": 2, "offset": 4, "aus": "1+L4"},
+    {"sid": "s3_c", "subject": "s3", "label": "happy", "onset": 5, "apex": -1, "offset": 9, "aus": ""},
+]
+
+
+def test_pairs_selects_frames_and_copies_meta(tmp_path, capsys):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS)
+    out = tmp_path / "pairs.h5"
+    rc = cli(["pairs", str(aligned), "-o", str(out), "--size", str(S)])
+    assert rc == 0
+    assert "2 onset/apex pairs (1 clip(s) left out)" in capsys.readouterr().out
+    sf = open_stage(out, expect="pairs")
+    assert sf.layout == "stacked" and sf.sample_ids == ["s1_a", "s2_b"]
+    onset, apex = sf.array("onset"), sf.array("apex")
+    assert onset.shape == apex.shape == (2, 3, S, S) and onset.dtype == np.uint8
+    src = open_stage(aligned)
+    frames = src.sample("s1_a")["frames"]
+    np.testing.assert_array_equal(onset[0], frames[0].transpose(2, 0, 1))  # frame 10 = index 0
+    np.testing.assert_array_equal(apex[0], frames[3].transpose(2, 0, 1))  # frame 13 = index 3
+    assert sf.meta["aus"] == ["12", "1+L4"] and sf.meta["label"] == ["happy", "sad"]
+    assert sf.meta["subject"] == ["s1", "s2"] and sf.meta["apex"] == [13, 2]
+    assert "apex unknown" in sf.failed["s3_c"]
+
+
+def test_missing_apex_middle_and_samples_csv(tmp_path):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS)
+    path, failed = run_pairs(aligned, tmp_path / "mid.h5", PairsConfig(size=S, missing_apex="middle"), progress=False)
+    sf = open_stage(path)
+    assert not failed and sf.meta["apex"][2] == 7 and sf.meta["apex_source"][2] == "middle"  # frames 5..9
+    np.testing.assert_array_equal(sf.array("apex")[2], open_stage(aligned).sample("s3_c")["frames"][2].transpose(2, 0, 1))
+
+    csv_path = tmp_path / "samples.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sample_id", "subject", "onset", "apex", "offset", "label", "apex_source"])
+        w.writerow(["s3_c", "s3", 5, 8, 9, "happy", "estimated:flow"])
+        w.writerow(["s1_a", "s1", 10, -1, 15, "happy", "sheet"])  # unknown here: keep the aligned file's 13
+    path, failed = run_pairs(aligned, tmp_path / "kf.h5", PairsConfig(size=S), samples_csv=csv_path, progress=False)
+    sf = open_stage(path)
+    assert not failed
+    assert sf.meta["apex"] == [13, 2, 8] and sf.meta["apex_source"][2] == "estimated:flow"
+
+
+def test_resize_matches_opencv_area(tmp_path):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:2])
+    path, _ = run_pairs(aligned, tmp_path / "p16.h5", PairsConfig(size=16), progress=False)
+    frame = open_stage(aligned).sample("s2_b")["frames"][0]
+    ref = cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    np.testing.assert_array_equal(open_stage(path).array("onset")[1], ref)
+
+
+def test_resume_and_changed_params(tmp_path, capsys):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:2])
+    out = tmp_path / "pairs.h5"
+    assert cli(["pairs", str(aligned), "-o", str(out), "--size", str(S)]) == 0
+    key = open_stage(out).key
+    assert cli(["pairs", str(aligned), "-o", str(out), "--size", str(S)]) == 0
+    assert "up to date" in capsys.readouterr().err and open_stage(out).key == key
+    assert cli(["pairs", str(aligned), "-o", str(out), "--size", "16"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli(["pairs", str(aligned), "-o", str(out), "--size", "16", "--overwrite"]) == 0
+    assert open_stage(out).array("onset").shape == (2, 3, 16, 16)
+
+
+def test_select_pair_errors():
+    frames = np.zeros((3, 4, 4, 3), np.uint8)
+    with pytest.raises(ValueError, match="onset frame 7"):
+        select_pair(frames, np.array([1, 2, 3]), 7, 2)
+    with pytest.raises(ValueError, match="apex frame 9"):
+        select_pair(frames, np.array([1, 2, 3]), 1, 9)
+    with pytest.raises(ValueError, match="frame numbers"):
+        select_pair(frames, np.array([1, 2]), 1, 2)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "8"], "size must be"),
+        (["--missing-apex", "first"], "missing_apex"),
+    ],
+)
+def test_bad_options(tmp_path, capsys, args, message):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:1])
+    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "p.h5"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_bad_inputs(tmp_path, capsys):
+    assert cli(["pairs", str(tmp_path / "none.h5"), "-o", str(tmp_path / "p.h5")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:2])
+    pairs = tmp_path / "pairs.h5"
+    assert cli(["pairs", str(aligned), "-o", str(pairs), "--size", str(S)]) == 0
+    assert cli(["pairs", str(pairs), "-o", str(tmp_path / "again.h5")]) == 2  # a pairs file is not aligned
+    assert "expected 'aligned'" in capsys.readouterr().err
+    only_unknown = write_aligned(tmp_path / "unknown.h5", CLIPS[2:])
+    assert cli(["pairs", str(only_unknown), "-o", str(tmp_path / "u.h5")]) == 2
+    assert "no clip has a usable onset/apex pair" in capsys.readouterr().err
+    csv_bad = tmp_path / "bad.csv"
+    csv_bad.write_text("a,b\n1,2\n")
+    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "c.h5"), "--samples", str(csv_bad)]) == 2
+    assert "not a samples.csv" in capsys.readouterr().err
+
+
+def test_no_aus_warns(tmp_path, capsys):
+    clips = [dict(c, aus="") for c in CLIPS[:2]]
+    aligned = write_aligned(tmp_path / "aligned.h5", clips)
+    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "p.h5"), "--size", str(S)]) == 0
+    assert "all-zero AU vectors" in capsys.readouterr().err
+
+
+def test_help_has_example(capsys):
+    assert cli(["pairs", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Example:" in out and "--missing-apex" in out
