@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import MertoolError
 
-_MODULES = ["offtanet", "baselines"]
+_MODULES = ["offtanet", "baselines", "facesleuth"]
 
 
 @dataclasses.dataclass(frozen=True)
