@@ -1,0 +1,139 @@
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import astronaut_face
+from mertool.cache import StageWriter
+from mertool.cli.main import cli
+from mertool.errors import MertoolError
+from mertool.preprocess.keyframes import needs_repair, smooth, spot_apex
+from mertool.samples import Sample, read_samples, write_samples
+
+T, SIZE, PEAKS = 21, 160, (7, 12, 16)
+
+
+@pytest.fixture(scope="module")
+def face_and_landmarks():
+    from mertool.preprocess.align import detect_landmarks
+
+    face = astronaut_face(SIZE)
+    landmarks, _ = detect_landmarks(face)
+    return face, landmarks.astype(np.float32)
+
+
+def deformed_clip(face, landmarks, peak, seed):
+    """Mouth corners pulled up by a smooth Gaussian bump whose amplitude peaks at ``peak``."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    bump = np.zeros_like(xx)
+    for corner in landmarks[[48, 54]]:
+        bump += np.exp(-((xx - corner[0]) ** 2 + (yy - corner[1]) ** 2) / (2 * 6.0**2))
+    frames = []
+    for t in range(T):
+        amp = 3.0 * np.exp(-((t - peak) ** 2) / (2 * 3.0**2))
+        img = cv2.remap(face, xx, (yy + amp * bump).astype(np.float32), cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        noisy = img.astype(np.float32) + rng.normal(0, 1.5, img.shape)
+        frames.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory, face_and_landmarks):
+    face, landmarks = face_and_landmarks
+    folder = tmp_path_factory.mktemp("kf")
+    path = folder / "aligned.h5"
+    writer = StageWriter(path, "aligned", {"size": SIZE, "test": True})
+    clips = {}
+    for k, peak in enumerate(PEAKS):
+        sid = f"c{k}"
+        frames = deformed_clip(face, landmarks, peak, k)
+        clips[sid] = frames
+        writer.add(
+            sid,
+            {"frames": frames, "frame_numbers": np.arange(101, 101 + T), "landmarks": landmarks,
+             "transform": np.eye(2, 3)},
+            {"subject": "s1", "label": "happiness", "onset": 101, "apex": 101 + peak, "offset": 100 + T},
+        )
+    writer.finish([f"c{k}" for k in range(len(PEAKS))], stacked=False)
+    return {"path": path, "clips": clips, "landmarks": landmarks, "folder": folder}
+
+
+def test_regions_within_two_frames(aligned):
+    for k, peak in enumerate(PEAKS):
+        idx = spot_apex(aligned["clips"][f"c{k}"], aligned["landmarks"], "regions")
+        assert abs(idx - peak) <= 2, (k, idx, peak)
+
+
+@pytest.mark.parametrize("method", ["lbp", "flowpeak"])
+def test_feature_methods_find_the_peak(aligned, method):
+    errors = [abs(spot_apex(aligned["clips"][f"c{k}"], aligned["landmarks"], method) - p) for k, p in enumerate(PEAKS)]
+    assert max(errors) <= 3, errors
+
+
+def test_midpoint_smooth_and_needs_repair():
+    assert spot_apex(np.zeros((9, 4, 4)), None, "midpoint") == 4
+    x = np.array([0, 0, 3, 0, 0, 6, 0], float)
+    ref = np.convolve(np.pad(x, 1, mode="edge"), np.ones(3) / 3, mode="valid")
+    np.testing.assert_allclose(smooth(x, 3), ref)
+    np.testing.assert_allclose(smooth(x, 4), ref)  # even windows become odd
+    assert needs_repair(Sample("a", "s", 1, -1, 9, "x", apex_source="missing")) == "missing"
+    assert needs_repair(Sample("a", "s", 1, 1, 9, "x")) == "apex == onset"
+    assert needs_repair(Sample("a", "s", 1, 12, 9, "x")) == "outside onset..offset"
+    assert needs_repair(Sample("a", "s", 1, 5, 9, "x")) == ""
+    with pytest.raises(MertoolError, match="unknown apex method"):
+        spot_apex(np.zeros((3, 4, 4)), None, "peak")
+    with pytest.raises(MertoolError, match="68 x 2"):
+        spot_apex(np.zeros((3, 8, 8)), np.zeros((5, 2)), "regions")
+
+
+def _samples(path, rows):
+    write_samples([Sample(sid, "s1", 101, apex, 100 + T, "happiness", "casme2", apex_source=src) for sid, apex, src in rows], path)
+    return path
+
+
+def test_cli_repairs_and_evaluates(aligned, tmp_path, capsys):
+    src = _samples(tmp_path / "samples.csv", [("c0", -1, "missing"), ("c1", 101, "sheet"), ("c2", 101 + PEAKS[2], "sheet"),
+                                              ("zz", -1, "missing")])
+    out = tmp_path / "out.csv"
+    rc = cli(["keyframes", str(src), "--aligned", str(aligned["path"]), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    got = {s.sample_id: s for s in read_samples(out)}
+    assert got["c0"].apex_source == "estimated:regions" and abs(got["c0"].apex - 101 - PEAKS[0]) <= 2
+    assert got["c1"].apex_source == "estimated:regions" and abs(got["c1"].apex - 101 - PEAKS[1]) <= 2  # apex == onset
+    assert (got["c2"].apex, got["c2"].apex_source) == (101 + PEAKS[2], "sheet")
+    assert got["zz"].apex_source == "estimated:midpoint" and got["zz"].apex == (101 + 100 + T + 1) // 2
+    assert "zz (not in the aligned file)" in err
+
+    rows = [(f"c{k}", 101 + p, "sheet") for k, p in enumerate(PEAKS)]
+    src = _samples(tmp_path / "sheet.csv", rows)
+    rc = cli(["keyframes", str(src), "--aligned", str(aligned["path"]), "--evaluate", "--within", "2"])
+    table = capsys.readouterr().out
+    assert rc == 0
+    lines = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert set(lines) == {"regions", "lbp", "flowpeak", "midpoint"}
+    assert lines["regions"][1] == "3" and float(lines["regions"][2]) <= 2 and lines["regions"][4] == "100.0%"
+    mid_err = np.mean([abs(10 - p) for p in PEAKS])
+    assert float(lines["midpoint"][2]) == pytest.approx(mid_err, abs=0.01)
+
+
+def test_cli_bad_input(aligned, tmp_path, capsys):
+    src = _samples(tmp_path / "s.csv", [("c0", -1, "missing")])
+    assert cli(["keyframes", str(src), "--aligned", str(aligned["path"]), "-o", str(tmp_path / "o.csv"), "--method", "peak"]) == 2
+    assert "unknown apex method" in capsys.readouterr().err
+    assert cli(["keyframes", str(src), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "needs --aligned" in capsys.readouterr().err
+    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "none.h5"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "file not found" in capsys.readouterr().err
+    other = StageWriter(tmp_path / "flow.h5", "flow", {})
+    other.add("c0", {"flow": np.zeros((3, 4, 4), np.float32)}, {})
+    other.finish(["c0"], stacked=True)
+    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "flow.h5"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "expected 'aligned'" in capsys.readouterr().err
+    assert cli(["keyframes", str(src), "--aligned", str(aligned["path"])]) == 2
+    assert "give -o/--out" in capsys.readouterr().err
+    # midpoint needs no aligned file
+    assert cli(["keyframes", str(src), "--method", "midpoint", "-o", str(tmp_path / "m.csv")]) == 0
+    assert read_samples(tmp_path / "m.csv")[0].apex_source == "estimated:midpoint"
