@@ -186,8 +186,8 @@ def _one_scale(
         i1w, i1wx, i1wy = warped[:, 0], warped[:, 1], warped[:, 2]
         grad = i1wx * i1wx + i1wy * i1wy
         rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
-        safe_grad = torch.where(grad > tiny, grad, torch.ones_like(grad))
-        lim = l_t * grad
+        # 1 / |grad I1|^2; where the gradient vanishes the step is moot (it multiplies it)
+        inv_grad = 1.0 / grad.clamp(min=tiny)
         active = torch.ones(b, dtype=torch.bool, device=i0.device)
         all_active = True
         for _ in range(outer):
@@ -199,13 +199,10 @@ def _one_scale(
                     sel = active.view(b, 1, 1)
                     u1, u2 = torch.where(sel, m1, u1), torch.where(sel, m2, u2)
             for _ in range(inner):
-                # thresholding step: v = u + d, d from the three cases of the L1 data term
+                # thresholding step: v = u + d with d = -rho / |grad|^2 * grad I1, the step
+                # clipped to lambda*theta (the three cases of the L1 data term in one clamp)
                 rho = rho_c + i1wx * u1 + i1wy * u2
-                fi = torch.where(
-                    rho < -lim,
-                    torch.full_like(rho, l_t),
-                    torch.where(rho > lim, torch.full_like(rho, -l_t), torch.where(grad > tiny, -rho / safe_grad, torch.zeros_like(rho))),
-                )
+                fi = (rho * inv_grad).clamp_(-l_t, l_t).neg_()
                 v1 = u1 + fi * i1wx
                 v2 = u2 + fi * i1wy
                 n1 = v1 + theta * _divergence(p11, p12)
