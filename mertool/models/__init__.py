@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import MertoolError
 
-_MODULES = ["offtanet", "baselines", "facesleuth"]
+_MODULES = ["offtanet", "baselines", "dianet", "facesleuth"]
 
 
 @dataclasses.dataclass(frozen=True)
