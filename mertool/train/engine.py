@@ -71,6 +71,7 @@ class TrainConfig(StageConfig):
     lr_step: int | None = None  # multiply lr by lr_gamma every lr_step epochs (0 = constant)
     lr_gamma: float | None = None
     augment: str | None = None  # see mertool.train.augment ("none", "hflip", "flow_hflip")
+    accumulate: int = 1  # optimizer step every N batches (gradient accumulation)
     class_balanced: bool = False  # inverse-frequency class weights from each fold's training labels
     early_stopping: bool = False  # stop on validation loss (validation = training subjects only)
     val_fraction: float = 0.0  # share of each fold's training subjects held out (0.2 if early_stopping)
@@ -104,6 +105,8 @@ class TrainConfig(StageConfig):
             raise MertoolError("oracle and early_stopping exclude each other (oracle reports the fixed budget's epochs)")
         if self.jobs == 0 or self.jobs < -1:
             raise MertoolError(f"jobs must be >= 1 or -1 (all cores), got {self.jobs}")
+        if not isinstance(self.accumulate, int) or self.accumulate < 1:
+            raise MertoolError(f"accumulate must be a positive integer, got {self.accumulate!r}")
         if self.patience < 1 or self.checkpoint_every < 1:
             raise MertoolError("patience and checkpoint_every must be >= 1")
 
@@ -296,7 +299,9 @@ def train_fold(
     seed_everything(fold_seed(cfg.seed, fold_index))
     gen = torch.Generator().manual_seed(fold_seed(cfg.seed, fold_index) + 1)
     model = create_model(cfg.model, num_classes=num_classes, weights=cfg.weights, **cfg.model_kwargs).to(device)
-    optimizer = _make_optimizer(cfg, model.parameters())
+    # Hook: a model may split its parameters into groups (e.g. own lr / no decay for some).
+    groups = model.param_groups(cfg.lr, cfg.weight_decay) if hasattr(model, "param_groups") else model.parameters()
+    optimizer = _make_optimizer(cfg, groups)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step, gamma=cfg.lr_gamma) if cfg.lr_step else None
     )
@@ -338,7 +343,8 @@ def train_fold(
     for epoch in range(first_epoch, cfg.epochs):
         model.train()
         total, correct, loss_sum = 0, 0, 0.0
-        for chunk in _batches(len(train_idx), cfg.batch_size, gen):
+        chunks = _batches(len(train_idx), cfg.batch_size, gen)
+        for step, chunk in enumerate(chunks):
             idx = train_idx[chunk]
             batch = augment({k: v[idx.to(v.device)] for k, v in X.items()}, gen)
             target = y_t[idx].to(device)
@@ -347,10 +353,13 @@ def train_fold(
                 loss = F.cross_entropy(logits.float(), target, weight=weight)
                 if aux is not None:
                     loss = loss + aux.float()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            # Gradient accumulation: one optimizer step per `accumulate` batches (and at epoch end).
+            if step % cfg.accumulate == 0:
+                optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss / min(cfg.accumulate, len(chunks) - step // cfg.accumulate * cfg.accumulate)).backward()
+            if (step + 1) % cfg.accumulate == 0 or step + 1 == len(chunks):
+                scaler.step(optimizer)
+                scaler.update()
             n = len(idx)
             total += n
             loss_sum += float(loss.detach()) * n
@@ -359,6 +368,8 @@ def train_fold(
         if scheduler is not None:
             scheduler.step()
         row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": loss_sum / total, "train_acc": correct / total}
+        if callable(getattr(model, "epoch_log", None)):  # hook: model scalars per epoch (e.g. SOA angles)
+            row.update({k: float(v) for k, v in model.epoch_log().items()})
         if len(val_idx):
             vlog = _predict(model, X, val_idx, cfg.batch_size, autocast)
             vy = y_t[val_idx]

@@ -82,6 +82,36 @@ def plot_curves(histories: list[list[dict]], path: str | Path, title: str = "", 
     return Path(path)
 
 
+STANDARD_LOG_KEYS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "ORACLE_test_acc"}
+
+
+def plot_model_log(histories: list[list[dict]], path: str | Path, title: str = "") -> Path | None:
+    """Per-epoch scalars a model logs itself (``epoch_log()``, e.g. SOA angles), mean over folds.
+
+    Returns None (and writes nothing) when the histories hold no such keys.
+    """
+    keys: list[str] = []
+    for h in histories:
+        for row in h:
+            keys.extend(k for k in row if k not in STANDARD_LOG_KEYS and k not in keys)
+    if not keys:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        curve = _mean_curve(histories, key)
+        if curve is not None:
+            ax.plot(*curve, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("degrees" if all(k.startswith("theta_deg") for k in keys) else "value")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.suptitle(title + " (mean over folds)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def _row(run: Path, m: dict, n_folds: int, label: str) -> dict:
     fm = m.get("fold_mean", {})
     return {

@@ -240,11 +240,19 @@ def _predictions(data: TrainData, folds: list[Fold], results: list[FoldResult], 
     return rows
 
 
+def _final_model_log(results: list[FoldResult]) -> dict[str, float]:
+    from .report import STANDARD_LOG_KEYS
+
+    last = [r.history[-1] for r in results if r.history]
+    keys = sorted({k for row in last for k in row if k not in STANDARD_LOG_KEYS})
+    return {k: float(np.mean([row[k] for row in last if k in row])) for k in keys}
+
+
 def write_outputs(
     out: Path, data: TrainData, folds: list[Fold], results: list[FoldResult], cfg: TrainConfig, n_params: int
 ) -> dict:
     """Write predictions, metrics, fold table and plots (and their ORACLE twins)."""
-    from .report import plot_confusion, plot_curves
+    from .report import plot_confusion, plot_curves, plot_model_log
 
     index = {c: i for i, c in enumerate(data.classes)}
     variants = [("", False)] + ([(f"_{ORACLE}", True)] if cfg.oracle else [])
@@ -273,6 +281,9 @@ def write_outputs(
                 "dropped_classes": data.dropped,
             }
         )
+        final_log = _final_model_log(results)
+        if final_log:  # e.g. learned SOA angles, mean over folds of each fold's last epoch
+            m["model_log_final"] = final_log
         title = f"{cfg.model} {cfg.scheme}{' ' + ORACLE if oracle else ''}: UF1 {m['uf1']:.3f} UAR {m['uar']:.3f}"
         plot_confusion(np.asarray(m["confusion"]), data.classes, out / f"confusion{suffix}.png", title)
         if oracle:
@@ -282,6 +293,7 @@ def write_outputs(
             all_metrics.update(m)
     histories = [r.history for r in results]
     plot_curves(histories, out / "curves.png", f"{cfg.model} ({len(results)} folds)")
+    plot_model_log(histories, out / "model_log.png", f"{cfg.model} ({len(results)} folds)")  # e.g. SOA angle vs epoch
     if cfg.oracle:
         plot_curves(histories, out / f"curves_{ORACLE}.png", f"{cfg.model} {ORACLE} test curves", oracle=True)
     with open(out / "folds.csv", "w", newline="") as fh:
