@@ -1,0 +1,204 @@
+"""Import precomputed per-sample inputs (u, v, strain) into a stage "flow" file.
+
+Many groups share ready-made inputs instead of clips (e.g. the composite benchmark's
+28x28 u/v/strain images). :func:`import_flow` reads a folder of per-sample ``.npy`` /
+``.npz`` arrays or PNG/JPG images plus a CSV of sample, subject and label, and writes the
+same stage file ``mertool flow`` writes (``flow``: N x 3 x S x S float32 in the order
+u, v, strain), so ``mertool train`` reads it unchanged.
+
+``channels`` names each channel of a file in the order it is stored: for images, as
+OpenCV reads them (B, G, R), so ``strain,v,u`` fits files written from an RGB-ordered
+(u, v, strain) array; for arrays, the channel axis order. ``-`` ignores a channel;
+``os`` is accepted for strain. Images become float32 in [0, 1]; arrays keep their values.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .cache import StageWriter
+from .errors import MertoolError
+from .log import logger
+
+PLANES = ("u", "v", "strain")
+ARRAY_SUFFIXES = (".npy", ".npz")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def parse_channels(text: str) -> list[str]:
+    """``"strain,v,u"`` -> ``["strain", "v", "u"]``; must name u, v and strain once each."""
+    names = [("strain" if n.strip().lower() == "os" else n.strip().lower()) for n in text.split(",")]
+    bad = [n for n in names if n not in PLANES + ("-",)]
+    if bad or sorted(n for n in names if n != "-") != sorted(PLANES):
+        raise MertoolError(f"--channels {text!r}: name each of u, v, strain once (and '-' for channels to ignore)")
+    return names
+
+
+def match_key(name: str) -> str:
+    """Tolerant key for file names and CSV ids: case, whitespace and extensions ignored."""
+    stem = name.strip()
+    while Path(stem).suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES:
+        stem = stem[: -len(Path(stem).suffix)]
+    return re.sub(r"\s+", "", stem).lower()
+
+
+def read_planes(path: Path, channels: list[str]) -> np.ndarray:
+    """One file -> 3 x H x W float32 (u, v, strain)."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise MertoolError(f"{path}: unreadable image")
+        scale = 65535.0 if img.dtype == np.uint16 else 255.0
+        arr = img.astype(np.float32) / scale
+        arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    else:
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise MertoolError(f"{path}: not a readable .npy/.npz ({exc})") from None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = {k.lower(): k for k in loaded.files}
+                if all(p in keys for p in PLANES):  # separate u, v, strain arrays
+                    return np.stack([loaded[keys[p]] for p in PLANES]).astype(np.float32)
+                if len(loaded.files) != 1 and "flow" not in keys:
+                    raise MertoolError(f"{path}: .npz needs one array, a 'flow' array, or arrays u, v, strain (has {loaded.files})")
+                arr = loaded[keys.get("flow", loaded.files[0])]
+        else:
+            arr = loaded
+        arr = np.asarray(arr, dtype=np.float32)
+        if arr.ndim != 3:
+            raise MertoolError(f"{path}: expected a C x H x W or H x W x C array, got shape {arr.shape}")
+        if arr.shape[0] != len(channels) and arr.shape[-1] == len(channels):
+            arr = np.moveaxis(arr, -1, 0)
+    if arr.shape[0] != len(channels):
+        raise MertoolError(f"{path}: {arr.shape[0]} channel(s), but --channels names {len(channels)}")
+    return np.stack([arr[channels.index(p)] for p in PLANES]).astype(np.float32)
+
+
+def _read_csv(path: Path, sample_col: str, subject_col: str, label_col: str) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise MertoolError(f"{path}: labels CSV not found")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+        need = [sample_col, subject_col, label_col]
+        missing = [c for c in need if c.strip().lower() not in header]
+        if missing:
+            raise MertoolError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(need)} "
+                f"(set them with --sample-col/--subject-col/--label-col); has {', '.join(header.values())}"
+            )
+        rows = []
+        for raw in reader:
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
+            rows.append({
+                "sample": row[sample_col.lower()], "subject": row[subject_col.lower()], "label": row[label_col.lower()],
+                "dataset": row.get("dataset", "") or "import", "aus": row.get("aus", ""),
+            })
+    if not rows:
+        raise MertoolError(f"{path}: no rows")
+    return rows
+
+
+def import_flow(
+    folder: str | Path,
+    labels_csv: str | Path,
+    out: str | Path,
+    channels: str = "u,v,strain",
+    size: int = 0,
+    sample_col: str = "sample",
+    subject_col: str = "subject",
+    label_col: str = "label",
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, list[str]]]:
+    """Import a folder of per-sample inputs into a stage "flow" file.
+
+    Parameters
+    ----------
+    folder : path
+        Files named after the samples (``.npy``, ``.npz``, ``.png``, ``.jpg`` ...).
+    labels_csv : path
+        CSV with sample, subject and label columns (names configurable; optional
+        ``dataset`` and ``aus`` columns are carried along).
+    out : path
+        The ``.h5`` stage file to write (stage ``flow``, array ``flow`` N x 3 x S x S).
+    channels : str
+        Names of the stored channels in file order (see module notes).
+    size : int
+        Resize every plane to ``size`` x ``size`` (bicubic); 0 keeps the files' size.
+
+    Returns
+    -------
+    out : Path
+    unmatched : dict
+        ``rows`` (CSV ids with no file) and ``files`` (files with no CSV row).
+
+    Raises
+    ------
+    MertoolError
+        Missing folder/CSV/columns, bad channels, two files for one sample, unreadable
+        files, differing sizes without ``size``, nothing matched, empty label.
+    """
+    folder, labels_csv = Path(folder), Path(labels_csv)
+    names = parse_channels(channels)
+    if size < 0 or size == 1:
+        raise MertoolError(f"--size must be 0 (keep) or >= 2, got {size}")
+    if not folder.is_dir():
+        raise MertoolError(f"{folder}: input folder not found")
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in ARRAY_SUFFIXES + IMAGE_SUFFIXES:
+            key = match_key(p.name)
+            if key in files:
+                raise MertoolError(f"{folder}: {files[key].name} and {p.name} both match sample {key!r}")
+            files[key] = p
+    if not files:
+        raise MertoolError(f"{folder}: no .npy/.npz/.png/.jpg files")
+    rows = _read_csv(labels_csv, sample_col, subject_col, label_col)
+    matched, unmatched_rows, seen = [], [], set()
+    for line, row in enumerate(rows, start=2):
+        key = match_key(row["sample"])
+        if key in seen:
+            raise MertoolError(f"{labels_csv}:{line}: sample {row['sample']!r} listed twice")
+        seen.add(key)
+        if not row["label"] or not row["subject"]:
+            raise MertoolError(f"{labels_csv}:{line}: sample {row['sample']!r} has an empty subject or label")
+        if key in files:
+            matched.append((row, files[key]))
+        else:
+            unmatched_rows.append(row["sample"])
+    unmatched = {"rows": unmatched_rows, "files": sorted(p.name for k, p in files.items() if k not in seen)}
+    if not matched:
+        raise MertoolError(f"{labels_csv}: no CSV row matches a file in {folder} (e.g. {next(iter(files.values())).name})")
+    listing = hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for _, p in matched).encode())
+    params = {"source": "import", "folder": str(folder), "channels": names, "size": size, "files": listing.hexdigest()[:16]}
+    writer = StageWriter(out, "flow", params, upstream=[labels_csv], overwrite=overwrite)
+    shape = None
+    for row, path in matched:
+        planes = read_planes(path, names)
+        if size:
+            planes = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_CUBIC) for p in planes])
+        if shape is None:
+            shape = planes.shape
+        elif planes.shape != shape:
+            raise MertoolError(f"{path}: planes of shape {planes.shape[1:]}, others {shape[1:]}; pass --size to resize")
+        sid = row["sample"]
+        if writer.is_done(sid):
+            continue
+        meta = {"subject": row["subject"], "label": row["label"], "dataset": row["dataset"], "clip": path.name,
+                "onset": -1, "apex": -1, "offset": -1, "aus": row["aus"], "apex_source": "import"}
+        writer.add(sid, {"flow": planes.astype(np.float32)}, meta)
+    writer.finish([row["sample"] for row, _ in matched], stacked=True)
+    for kind, items in unmatched.items():
+        if items:
+            what = "CSV row(s) without a file" if kind == "rows" else "file(s) without a CSV row"
+            logger.warning(f"{len(items)} {what}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+    return Path(out), unmatched
