@@ -529,3 +529,47 @@ def test_help_has_example(capsys):
     assert cli(["dynimg", "--help"]) == 0
     text = capsys.readouterr().out
     assert "Example: mertool dynimg" in text and "--phases" in text and "onset,offset" in text
+
+
+def test_yaml_config_and_cli_override(aligned, tmp_path, capsys):
+    cfg = tmp_path / "dynimg.yaml"
+    cfg.write_text("kind: exact\nphases: [whole]\nsize: 16\nframe-norm: mean\n")
+    out = tmp_path / "d.h5"
+    assert cli(["dynimg", str(aligned), "-o", str(out), "--config", str(cfg), "--size", "24"]) == 0
+    p = open_stage(out).params
+    assert (p["kind"], p["phases"], p["size"], p["frame_norm"]) == ("exact", "whole", 24, "mean")
+    assert open_stage(out).array("dynimg").shape == (len(CLIPS), 1, 3, 24, 24)
+    capsys.readouterr()
+    cfg.write_text("kinds: exact\n")
+    assert cli(["dynimg", str(aligned), "-o", str(tmp_path / "e.h5"), "--config", str(cfg)]) == 2
+    assert "kinds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_end_to_end_with_mertool_align(tmp_path, capsys):
+    """index -> the real `mertool align` (dlib) -> dynimg on a smiling astronaut clip."""
+    from skimage import data
+
+    face = cv2.resize(data.astronaut()[20:260, 100:340], (200, 200), interpolation=cv2.INTER_AREA)
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    bump = sum(np.exp(-((yy - 127) ** 2 + (xx - cx) ** 2) / (2 * 8.0**2)) for cx in (88, 122))
+    level = [0, 1, 2, 3, 2, 1, 0]  # apex at frame 4
+    clip_dir = tmp_path / "clips" / "a"
+    clip_dir.mkdir(parents=True)
+    for i, a in enumerate(level):
+        frame = cv2.remap(face, xx, yy + 1.5 * a * bump, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+        cv2.imwrite(str(clip_dir / f"img{i + 1:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("sample_id,subject,frames,onset,apex,offset,label\na,s1,clips/a,1,4,7,happiness\n")
+    samples, aligned, out = tmp_path / "samples.csv", tmp_path / "aligned.h5", tmp_path / "dynimg.h5"
+    assert cli(["index", "--dataset", "manifest", "--sheet", str(manifest), "-o", str(samples)]) == 0
+    assert cli(["align", str(samples), "-o", str(aligned), "--size", "64"]) == 0, capsys.readouterr().err
+    assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "64", "--normalize", "none"]) == 0
+    sf = open_stage(out, expect="dynimg")
+    di = sf.array("dynimg")[0]
+    assert di.shape == (2, 3, 64, 64) and sf.array("phase_frames").tolist() == [[4, 4]]
+    frames = open_stage(aligned).sample("a")["frames"].astype(np.float64)
+    on, off = phase_dynamic_images(frames, 1, 4, 7)
+    np.testing.assert_allclose(di[0], on.transpose(2, 0, 1), rtol=1e-5, atol=1e-2)
+    np.testing.assert_allclose(di[1], off.transpose(2, 0, 1), rtol=1e-5, atol=1e-2)
+    assert np.abs(di).max() > 20  # the mouth moved

@@ -26,25 +26,24 @@ def register(app: typer.Typer) -> None:
         aligned: Path = typer.Argument(..., help="aligned.h5 from `mertool align` (all frames onset..offset)."),
         out: Path = typer.Option(..., "-o", "--out", help="dynimg.h5 to write."),
         phases: Optional[str] = typer.Option(
-            None, "--phases", show_default=_D.phases,
+            None, "--phases",
             help="onset,offset = DI-Onset (onset..apex) and DI-Offset (apex..offset, ranked backwards); "
-            "whole = one DI over onset..offset.",
+            f"whole = one DI over onset..offset [default: {_D.phases}].",
         ),
         kind: Optional[str] = typer.Option(
-            None, "--kind", show_default=_D.kind,
-            help="Rank-pooling weights: linear (DIANet, 2t-T-1) or exact (Bilen et al.).",
+            None, "--kind", help=f"Rank-pooling weights: linear (DIANet, 2t-T-1) or exact (Bilen et al.) [default: {_D.kind}].",
         ),
-        size: Optional[int] = typer.Option(None, "--size", show_default=str(_D.size), help="Output side in pixels."),
+        size: Optional[int] = typer.Option(None, "--size", help=f"Output side in pixels [default: {_D.size}]."),
         channels: Optional[int] = typer.Option(
-            None, "--channels", show_default=str(_D.channels), help="3 = RGB, 1 = gray (e.g. SAMM)."
+            None, "--channels", help=f"3 = RGB, 1 = gray, e.g. for SAMM [default: {_D.channels}]."
         ),
         normalize: Optional[str] = typer.Option(
-            None, "--normalize", show_default=_D.normalize,
-            help="Per-image rescaling: minmax (0..255), standardize (mean 0, sd 1) or none.",
+            None, "--normalize",
+            help=f"Per-image rescaling: minmax (0..255), standardize (mean 0, sd 1) or none [default: {_D.normalize}].",
         ),
         frame_norm: Optional[str] = typer.Option(
-            None, "--frame-norm", show_default=_D.frame_norm,
-            help="Per-frame preprocessing: none, or mean (subtract each frame's channel means).",
+            None, "--frame-norm",
+            help=f"Per-frame preprocessing: none, or mean (subtract each frame's channel means) [default: {_D.frame_norm}].",
         ),
         samples: Optional[Path] = typer.Option(
             None, "--samples", help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`)."
