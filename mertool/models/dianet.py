@@ -41,6 +41,7 @@ from torch import nn
 
 from ..errors import MertoolError
 from . import InputSpec, register_model
+from ..train.augment import register_augment
 from .flops import MatMul
 from .backbones import TokenEncoder, build_backbone, load_backbone_weights, resolve_name
 
@@ -133,6 +134,8 @@ def augment_dynimg(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.
         N x P x C x S x S dynamic images.
     max_degrees : float
         Rotation angle drawn uniformly from [-max_degrees, max_degrees].
+    generator : torch.Generator, optional
+        Source of randomness (the engine passes the fold's generator).
     """
     n, p, c, h, w = x.shape
     dev = x.device
@@ -146,7 +149,13 @@ def augment_dynimg(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.
     theta = theta.to(dev, x.dtype).repeat_interleave(p, 0)
     flat = x.reshape(n * p, c, h, w)
     grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
-    return F.grid_sample(flat, grid, padding_mode="zeros", align_corners=False).reshape(n, p, c, h, w)
+    return F.grid_sample(flat, grid, padding_mode="border", align_corners=False).reshape(n, p, c, h, w)
+
+
+@register_augment("dynimg_fliprot")
+def dynimg_fliprot(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Engine augmentation for dynamic images: :func:`augment_dynimg` on ``dynimg``."""
+    return {k: augment_dynimg(v, generator=generator) if k == "dynimg" else v for k, v in batch.items()}
 
 
 class DIANet(nn.Module):
@@ -183,8 +192,9 @@ class DIANet(nn.Module):
         sees the same scale whatever normalisation the dynimg stage chose.
     pretrained : path, optional
         Local torchvision/timm checkpoint of the backbone, loaded into every stream.
-    augment : bool
-        Apply :func:`augment_dynimg` to the input in training mode.
+
+    Training augmentation (the paper's flip + rotation) is the engine's job: the
+    registered augmentation ``"dynimg_fliprot"`` is in this model's defaults.
     """
 
     def __init__(
@@ -205,7 +215,6 @@ class DIANet(nn.Module):
         dropout: float = 0.3,
         input_norm: str = "image",
         pretrained: str | Path | None = None,
-        augment: bool = True,
     ) -> None:
         super().__init__()
         for label, value, allowed in (("fusion", fusion, FUSIONS), ("phases", phases, PHASES),
@@ -221,7 +230,7 @@ class DIANet(nn.Module):
         self.backbone_name = resolve_name(backbone)
         self.fusion, self.phases, self.tokens = fusion, phases, tokens
         self.consistency = float(consistency) if phases == "both" else 0.0
-        self.input_norm, self.augment = input_norm, augment
+        self.input_norm = input_norm
         n_enc = 1 if (share_backbone or phases != "both") else 2
         self.encoders = nn.ModuleList(
             TokenEncoder(build_backbone(backbone, width, depth, drop_path), embed_dim) for _ in range(n_enc))
@@ -288,8 +297,6 @@ class DIANet(nn.Module):
         return out
 
     def forward(self, dynimg: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self.training and self.augment:
-            dynimg = augment_dynimg(dynimg)
         feats = self.features(dynimg)
         logits = self.head(feats["z"])
         if self.training and self.consistency > 0:
@@ -313,10 +320,11 @@ class DIANet(nn.Module):
 #: paper; mertool keeps the fixed epoch budget unless a validation split is configured.
 DEFAULTS: dict[str, Any] = {
     "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "batch_size": 32, "epochs": 50,
-    "min_class_count": 10,
+    "min_class_samples": 10, "augment": "dynimg_fliprot",
 }
-#: CPU preset: tiny backbones at 64x64; a higher lr because it trains from scratch briefly.
-SMALL_DEFAULTS: dict[str, Any] = {**DEFAULTS, "lr": 1e-3, "batch_size": 16, "epochs": 30}
+#: CPU preset: tiny backbones at 64x64; a higher lr because it trains from scratch briefly;
+#: keeps every class (tiny demo sets have fewer than 10 samples per class).
+SMALL_DEFAULTS: dict[str, Any] = {**DEFAULTS, "lr": 1e-3, "batch_size": 16, "epochs": 30, "min_class_samples": 0}
 SMALL: dict[str, Any] = {"width": 0.25, "depth": 0.25, "embed_dim": 64, "heads": 4, "hidden": 64}
 SMALL_SIZE = 64
 

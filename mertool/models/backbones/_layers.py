@@ -92,13 +92,16 @@ def drop_path_rates(total: int, rate: float) -> list[float]:
 
 
 def init_weights(module: nn.Module, linear_std: float | None = None) -> None:
-    """Published initialisations: He (fan-out) for convs, BN/LN at identity, linear layers
+    """Published initialisations: He (fan-out, per group) for convs, BN/LN at identity, linear layers
     uniform(+-1/sqrt(fan_out)) or normal(0, ``linear_std``). PyTorch's default conv init
     shrinks activations layer by layer, which leaves a deep untrained net with nearly
     constant outputs in eval mode."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            # fan-out per group: torch's kaiming_normal_ ignores groups, which makes
+            # depthwise kernels ~C times too small and the signal vanish with depth
+            fan_out = m.weight.shape[0] // m.groups * m.weight[0, 0].numel()
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)):
