@@ -1,0 +1,219 @@
+"""Every registered model: forward/backward on its declared input, FLOP counter, registry CLI.
+
+Parametrized over ``list_models()``, so families added later are covered automatically.
+A big model that registers a ``NAME-small`` sibling (same code, smaller configuration)
+is exercised through the sibling in the default run, and itself only under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mertool.cli.main import cli
+from mertool.errors import MertoolError
+from mertool.models import count_parameters, create_model, get_entry, list_models
+from mertool.models.flops import MatMul, count_flops, example_inputs
+
+OPTIMIZERS = {"adam", "adamw", "sgd"}
+
+
+def _is_full_size(name: str, names: list[str]) -> bool:
+    """A member of a family that has a ``FAMILY-small`` entry, but not itself a small one."""
+    family = name.split("-")[0]
+    return f"{family}-small" in names and "small" not in name.split("-")
+
+
+def _params():
+    names = list_models()
+    return [pytest.param(n, marks=pytest.mark.slow) if _is_full_size(n, names) else n for n in names]
+
+
+def _logits(out):
+    """A model returns logits, or (logits, auxiliary_loss) in training."""
+    if isinstance(out, tuple):
+        assert len(out) == 2, "a model returns logits or (logits, auxiliary_loss)"
+        logits, aux = out
+        assert aux.dim() == 0 and torch.isfinite(aux), "auxiliary loss must be a finite scalar"
+        return logits, aux
+    return out, None
+
+
+@pytest.mark.parametrize("name", _params())
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    entry = get_entry(name)
+    model = create_model(name, num_classes=3).train()
+    inputs = example_inputs(entry.input, batch=2)
+    logits, aux = _logits(model(**inputs))
+    assert logits.shape == (2, 3)
+    assert torch.isfinite(logits).all()
+    loss = F.cross_entropy(logits, torch.tensor([0, 2])) + (aux if aux is not None else 0)
+    loss.backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable, "model has no trainable parameters"
+    missing = [n for n, p in trainable if p.grad is None]
+    assert not missing, f"parameters without gradient (unused?): {missing[:5]}"
+    bad = [n for n, p in trainable if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
+    assert any(p.grad.abs().sum() > 0 for _, p in trainable)
+
+
+@pytest.mark.parametrize("name", _params())
+def test_head_size_eval_determinism_and_flops(name):
+    entry = get_entry(name)
+    model = create_model(name, num_classes=5).eval()
+    inputs = example_inputs(entry.input, batch=2, seed=1)
+    with torch.no_grad():
+        a, _ = _logits(model(**inputs))
+        b, _ = _logits(model(**inputs))
+    assert a.shape == (2, 5)
+    assert torch.equal(a, b), "eval mode must be deterministic (dropout off, BN frozen)"
+    macs = count_flops(model, inputs, "macs").total
+    # Hooks can only under-count: torch's own counter sees every conv/matmul (2 FLOPs per MAC).
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(**inputs)
+    assert 0 < 2 * macs * inputs[next(iter(inputs))].shape[0] <= fc.get_total_flops()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registry_entry_is_well_formed(name):
+    e = get_entry(name)
+    assert e.name == name and e.description
+    assert e.input.stage and e.input.arrays
+    for key, shape in e.input.arrays.items():
+        assert key.isidentifier() and all(isinstance(s, int) and s > 0 for s in shape)
+    d = e.defaults
+    if "optimizer" in d:
+        assert d["optimizer"] in OPTIMIZERS
+    for key in ("lr", "lr_gamma"):
+        if key in d:
+            assert 0 < d[key] <= 1
+    for key in ("batch_size", "epochs", "lr_step"):
+        if key in d:
+            assert isinstance(d[key], int) and d[key] > 0
+    if "weight_decay" in d:
+        assert d["weight_decay"] >= 0
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(MertoolError, match="did you mean offtanet"):
+        get_entry("offtanett")
+
+
+# --- baselines: parameter counts worked out by hand from the papers' layouts ---------------
+
+def test_ststnet_counts():
+    convs = sum(27 * f + f for f in (3, 5, 8))  # 3x3x3 kernels + bias, 3/5/8 filters
+    assert count_parameters(create_model("ststnet", num_classes=3)) == convs + 400 * 3 + 3 == 1651
+    # Off-TANet's Table 2 lists 162,051: the variant with a 400-unit hidden layer.
+    wide = create_model("ststnet", num_classes=3, hidden=400)
+    assert count_parameters(wide) == convs + 400 * 400 + 400 + 400 * 3 + 3 == 162051
+    # torchstat convention: conv MACs + bias, ReLU, pools on their inputs, linear in x out.
+    # Table 2's 526.98 K is this minus the branch ReLUs (12,544), which torchstat does not
+    # see when they are functional calls.
+    x = {"flow": torch.randn(1, 3, 28, 28)}
+    conv = 27 * 16 * 784 + 16 * 784
+    relu_pool = 16 * 784 + 16 * 784 + 16 * 100  # branch ReLU, maxpool input, avgpool input
+    fc = 400 * 400 + 400 + 400 * 3  # FC, hidden ReLU, classifier
+    assert count_flops(wide, x, "torchstat").total == conv + relu_pool + fc
+    assert round((conv + relu_pool + fc - 16 * 784) / 1e3, 2) == 526.98
+
+
+def test_offapexnet_counts():
+    stream = (25 * 6 + 6) + (25 * 6 * 16 + 16)
+    fc = (2 * 16 * 7 * 7) * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 3 + 3
+    m = create_model("offapexnet", num_classes=3)
+    assert count_parameters(m) == 2 * stream + fc == 2664475  # Table 2: 2.66 M
+    # Off-ApexNet ignores the strain channel.
+    x = torch.randn(2, 3, 28, 28)
+    y = x.clone()
+    y[:, 2] = torch.randn(2, 28, 28)
+    m.eval()
+    with torch.no_grad():
+        assert torch.equal(m(flow=x), m(flow=y))
+
+
+def test_flops_multihead_attention_against_torch_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+            self.mm = MatMul()
+
+        def forward(self, x):
+            y, _ = self.attn(x, x, x)
+            return self.mm(y, y.transpose(1, 2))
+
+    m = Tiny()
+    x = {"x": torch.randn(3, 10, 16)}
+    ours = count_flops(m, x, "flops").total * 3  # per sample -> whole batch
+    m.eval()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused eval kernel hides its matmuls
+    try:
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            m(**x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    assert ours == fc.get_total_flops()
+    # hand count per sample: 4 projections 10x16x16, q kᵀ and attn v 10x10x16, y yᵀ 10x10x16
+    assert count_flops(m, x, "macs").total == 4 * 10 * 16 * 16 + 3 * 10 * 10 * 16
+
+
+def test_flops_bad_convention():
+    with pytest.raises(ValueError, match="convention"):
+        count_flops(create_model("ststnet", num_classes=3), {"flow": torch.randn(1, 3, 28, 28)}, "gflops")
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def test_cli_models_table(capsys):
+    assert cli(["models", "offtanet", "offapexnet", "ststnet"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["model", "input", "params"]
+    off = next(line for line in lines if line.startswith("offtanet"))
+    assert "59,403" in off and "3x112x112" in off and "29.30M" in off
+    assert "3-class head" in out
+
+
+@pytest.mark.slow
+def test_cli_models_lists_every_model(capsys):
+    assert cli(["models", "--no-flops"]) == 0
+    out = capsys.readouterr().out
+    assert {line.split()[0] for line in out.splitlines()[1:] if line.strip()} >= set(list_models())
+
+
+def test_cli_models_csv_and_markdown(capsys):
+    assert cli(["models", "offtanet", "ststnet", "--convention", "torchstat", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["model"] for r in rows] == ["offtanet", "ststnet"]
+    off = rows[0]
+    assert off["params"] == "59403" and off["stage"] == "flow" and off["num_classes"] == "3"
+    assert round(int(off["flops_torchstat"]) / 1e6, 2) == 30.08
+    assert cli(["models", "offtanet", "--num-classes", "5", "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert md.startswith("| model |") and "59,533" in md  # 59,403 - 195 + (64*5 + 5)
+
+
+@pytest.mark.parametrize(
+    "argv, msg",
+    [
+        (["models", "offtanett"], "did you mean offtanet"),
+        (["models", "--convention", "gflops"], "--convention"),
+        (["models", "--format", "xml"], "--format"),
+        (["models", "--num-classes", "1"], "--num-classes"),
+    ],
+)
+def test_cli_models_bad_input(capsys, argv, msg):
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and msg in err and "Traceback" not in err
