@@ -119,13 +119,53 @@ def remap_cubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor) 
     return out
 
 
+@lru_cache(maxsize=8)
+def _median_network(n: int) -> tuple[tuple[int, int, bool, bool], ...]:
+    """Compare-exchange steps that leave the median of ``n`` values at index ``n // 2``.
+
+    Batcher's odd-even merge sort for the next power of two (the padding entries act as
+    +inf and drop out), pruned backwards to the steps the median depends on. Each step
+    ``(a, b, keep_min, keep_max)`` puts min at ``a`` and max at ``b``.
+    """
+    m = 1 << (n - 1).bit_length()
+    steps = []
+    p = 1
+    while p < m:
+        k = p
+        while k >= 1:
+            for j in range(k % p, m - k, 2 * k):
+                for i in range(min(k, m - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        steps.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    needed = {n // 2}
+    kept = []
+    for a, b in reversed([s for s in steps if s[1] < n]):
+        lo, hi = a in needed, b in needed
+        if lo or hi:
+            kept.append((a, b, lo, hi))
+            needed |= {a, b}
+    return tuple(reversed(kept))
+
+
 def median5(x: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """k x k median filter of B x H x W with replicated borders (``cv2.medianBlur``)."""
-    b, h, w = x.shape
+    """k x k median filter of B x H x W with replicated borders (``cv2.medianBlur``).
+
+    A min/max selection network over the k*k shifted views: elementwise ops only, much
+    faster than sorting k*k values per pixel, on CPU and GPU alike.
+    """
+    h, w = x.shape[-2:]
     r = k // 2
-    padded = F.pad(x.unsqueeze(1), (r, r, r, r), mode="replicate")
-    patches = F.unfold(padded, k)  # B x k*k x H*W
-    return patches.median(dim=1).values.reshape(b, h, w)
+    padded = F.pad(x.unsqueeze(1), (r, r, r, r), mode="replicate").squeeze(1)
+    v = [padded[:, i : i + h, j : j + w] for i in range(k) for j in range(k)]
+    for a, b, lo, hi in _median_network(k * k):
+        va, vb = v[a], v[b]
+        if lo:
+            v[a] = torch.minimum(va, vb)
+        if hi:
+            v[b] = torch.maximum(va, vb)
+    return v[(k * k) // 2].contiguous()
 
 
 def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,14 +177,20 @@ def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    gx = F.pad(u[:, :, 1:] - u[:, :, :-1], (0, 1))
-    gy = F.pad(u[:, 1:, :] - u[:, :-1, :], (0, 0, 0, 1))
+    """Forward differences of (..., H, W), zero in the last column / row."""
+    gx = torch.zeros_like(u)
+    gy = torch.zeros_like(u)
+    torch.sub(u[..., :, 1:], u[..., :, :-1], out=gx[..., :, :-1])
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=gy[..., :-1, :])
     return gx, gy
 
 
-def _divergence(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
-    # backward differences with p = 0 before the first row / column (adjoint of the above)
-    return p1 - F.pad(p1[:, :, :-1], (1, 0)) + p2 - F.pad(p2[:, :-1, :], (0, 0, 1, 0))
+def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Backward differences with p = 0 before the first column / row (-adjoint of the above)."""
+    d = px + py
+    d[..., :, 1:] -= px[..., :, :-1]
+    d[..., 1:, :] -= py[..., :-1, :]
+    return d
 
 
 # --- the solver ---------------------------------------------------------------------
@@ -153,8 +199,7 @@ def _divergence(p1: torch.Tensor, p2: torch.Tensor) -> torch.Tensor:
 def _one_scale(
     i0: torch.Tensor,
     i1: torch.Tensor,
-    u1: torch.Tensor,
-    u2: torch.Tensor,
+    u: torch.Tensor,
     *,
     tau: float,
     lambda_: float,
@@ -164,7 +209,8 @@ def _one_scale(
     inner: int,
     outer: int,
     median: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
+    """Refine the flow ``u`` (B x 2 x H x W) at one pyramid level."""
     b, h, w = i0.shape
     scaled_eps = epsilon * epsilon * h * w
     l_t = lambda_ * theta
@@ -177,62 +223,47 @@ def _one_scale(
         torch.arange(w, dtype=i0.dtype, device=i0.device),
         indexing="ij",
     )
-    p11 = torch.zeros_like(u1)
-    p12 = torch.zeros_like(u1)
-    p21 = torch.zeros_like(u1)
-    p22 = torch.zeros_like(u1)
+    # dual variables: px = (p11, p21) (x-components for u1, u2), py = (p12, p22)
+    px = torch.zeros_like(u)
+    py = torch.zeros_like(u)
     for _ in range(warps):
-        warped = remap_cubic(stack, xs + u1, ys + u2)
-        i1w, i1wx, i1wy = warped[:, 0], warped[:, 1], warped[:, 2]
-        grad = i1wx * i1wx + i1wy * i1wy
-        rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
+        warped = remap_cubic(stack, xs + u[:, 0], ys + u[:, 1])
+        gI = warped[:, 1:3]  # gradient of I1 at x + u0, B x 2 x H x W
+        grad = (gI * gI).sum(1, keepdim=True)
+        rho_c = warped[:, :1] - (gI * u).sum(1, keepdim=True) - i0.unsqueeze(1)
         # 1 / |grad I1|^2; where the gradient vanishes the step is moot (it multiplies it)
         inv_grad = 1.0 / grad.clamp(min=tiny)
         active = torch.ones(b, dtype=torch.bool, device=i0.device)
         all_active = True
         for _ in range(outer):
             if median > 1:
-                m1, m2 = median5(u1, median), median5(u2, median)
-                if all_active:
-                    u1, u2 = m1, m2
-                else:
-                    sel = active.view(b, 1, 1)
-                    u1, u2 = torch.where(sel, m1, u1), torch.where(sel, m2, u2)
+                m = median5(u.reshape(b * 2, h, w), median).reshape(b, 2, h, w)
+                u = m if all_active else torch.where(active.view(b, 1, 1, 1), m, u)
             for _ in range(inner):
                 # thresholding step: v = u + d with d = -rho / |grad|^2 * grad I1, the step
                 # clipped to lambda*theta (the three cases of the L1 data term in one clamp)
-                rho = rho_c + i1wx * u1 + i1wy * u2
+                rho = rho_c + (gI * u).sum(1, keepdim=True)
                 fi = (rho * inv_grad).clamp_(-l_t, l_t).neg_()
-                v1 = u1 + fi * i1wx
-                v2 = u2 + fi * i1wy
-                n1 = v1 + theta * _divergence(p11, p12)
-                n2 = v2 + theta * _divergence(p21, p22)
-                err = ((n1 - u1) ** 2 + (n2 - u2) ** 2).sum(dim=(1, 2))
-                u1x, u1y = _forward_gradient(n1)
-                u2x, u2y = _forward_gradient(n2)
-                ng1 = 1.0 + taut * torch.sqrt(u1x * u1x + u1y * u1y)
-                ng2 = 1.0 + taut * torch.sqrt(u2x * u2x + u2y * u2y)
-                q11 = (p11 + taut * u1x) / ng1
-                q12 = (p12 + taut * u1y) / ng1
-                q21 = (p21 + taut * u2x) / ng2
-                q22 = (p22 + taut * u2y) / ng2
+                n = u + fi * gI + theta * _divergence(px, py)
+                err = ((n - u) ** 2).sum(dim=(1, 2, 3))
+                ux, uy = _forward_gradient(n)
+                ng = torch.sqrt(ux * ux + uy * uy).mul_(taut).add_(1.0)
+                qx = (px + taut * ux).div_(ng)
+                qy = (py + taut * uy).div_(ng)
                 if all_active:
-                    u1, u2, p11, p12, p21, p22 = n1, n2, q11, q12, q21, q22
+                    u, px, py = n, qx, qy
                 else:
-                    sel = active.view(b, 1, 1)
-                    u1 = torch.where(sel, n1, u1)
-                    u2 = torch.where(sel, n2, u2)
-                    p11 = torch.where(sel, q11, p11)
-                    p12 = torch.where(sel, q12, p12)
-                    p21 = torch.where(sel, q21, p21)
-                    p22 = torch.where(sel, q22, p22)
+                    sel = active.view(b, 1, 1, 1)
+                    u = torch.where(sel, n, u)
+                    px = torch.where(sel, qx, px)
+                    py = torch.where(sel, qy, py)
                 active = active & (err > scaled_eps)
                 all_active = bool(active.all())
                 if not all_active and not bool(active.any()):
                     break
             if not bool(active.any()):
                 break
-    return u1, u2
+    return u
 
 
 def tvl1_torch(
@@ -285,17 +316,14 @@ def tvl1_torch(
         step = (1.0 / scale_step, 1.0 / scale_step)
         i0s.append(resize_linear(i0s[-1], size, step))
         i1s.append(resize_linear(i1s[-1], size, step))
-    u1 = torch.zeros_like(i0s[-1])
-    u2 = torch.zeros_like(i0s[-1])
+    u = torch.zeros((i0s[-1].shape[0], 2, *i0s[-1].shape[-2:]), dtype=dtype, device=prev.device)
     params = dict(
         tau=tau, lambda_=lambda_, theta=theta, warps=warps, epsilon=epsilon,
         inner=inner_iterations, outer=outer_iterations, median=median_filtering,
     )
     for s in range(len(i0s) - 1, -1, -1):
-        u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, **params)
+        u = _one_scale(i0s[s], i1s[s], u, **params)
         if s == 0:
             break
-        size = tuple(i0s[s - 1].shape[-2:])
-        u1 = resize_linear(u1, size) * (1.0 / scale_step)
-        u2 = resize_linear(u2, size) * (1.0 / scale_step)
-    return torch.stack([u1, u2], dim=1)
+        u = resize_linear(u, tuple(i0s[s - 1].shape[-2:])) * (1.0 / scale_step)
+    return u
