@@ -81,6 +81,7 @@ class TrainConfig(StageConfig):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on GPU
+    channels_last: bool = True  # NHWC convolutions (~1.5x faster training of small CNNs on CPU)
     jobs: int = 1  # folds trained in parallel worker processes (CPU)
     checkpoint_every: int = 5  # epochs between resumable checkpoints
     weights: str | None = None  # initial weights (state_dict) for every fold
@@ -203,6 +204,15 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return chunks
 
 
+def _gather(X: dict[str, torch.Tensor], idx: torch.Tensor, fmt: torch.memory_format) -> dict[str, torch.Tensor]:
+    """The rows ``idx`` of every input; image batches (4-d) in memory format ``fmt``."""
+    out = {}
+    for k, v in X.items():
+        b = v[idx.to(v.device)]
+        out[k] = b.contiguous(memory_format=fmt) if b.ndim == 4 else b
+    return out
+
+
 def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
     out = model(**batch)
     if isinstance(out, (tuple, list)):
@@ -212,14 +222,19 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Te
 
 @torch.no_grad()
 def _predict(
-    model: nn.Module, X: dict[str, torch.Tensor], idx: torch.Tensor, batch_size: int, autocast: Callable
+    model: nn.Module,
+    X: dict[str, torch.Tensor],
+    idx: torch.Tensor,
+    batch_size: int,
+    autocast: Callable,
+    fmt: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Logits (float32, on CPU) of samples ``idx`` in eval mode."""
     model.eval()
     outs = []
     for chunk in idx.split(max(batch_size, 1)):
         with autocast():
-            logits, _ = _forward(model, {k: v[chunk.to(v.device)] for k, v in X.items()})
+            logits, _ = _forward(model, _gather(X, chunk, fmt))
         outs.append(logits.float().cpu())
     return torch.cat(outs) if outs else torch.empty(0)
 
@@ -299,6 +314,8 @@ def train_fold(
     seed_everything(fold_seed(cfg.seed, fold_index))
     gen = torch.Generator().manual_seed(fold_seed(cfg.seed, fold_index) + 1)
     model = create_model(cfg.model, num_classes=num_classes, weights=cfg.weights, **cfg.model_kwargs).to(device)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     # Hook: a model may split its parameters into groups (e.g. own lr / no decay for some).
     groups = model.param_groups(cfg.lr, cfg.weight_decay) if hasattr(model, "param_groups") else model.parameters()
     optimizer = _make_optimizer(cfg, groups)
@@ -346,7 +363,7 @@ def train_fold(
         chunks = _batches(len(train_idx), cfg.batch_size, gen)
         for step, chunk in enumerate(chunks):
             idx = train_idx[chunk]
-            batch = augment({k: v[idx.to(v.device)] for k, v in X.items()}, gen)
+            batch = augment(_gather(X, idx, fmt), gen)
             target = y_t[idx].to(device)
             with autocast():
                 logits, aux = _forward(model, batch)
@@ -371,7 +388,7 @@ def train_fold(
         if callable(getattr(model, "epoch_log", None)):  # hook: model scalars per epoch (e.g. SOA angles)
             row.update({k: float(v) for k, v in model.epoch_log().items()})
         if len(val_idx):
-            vlog = _predict(model, X, val_idx, cfg.batch_size, autocast)
+            vlog = _predict(model, X, val_idx, cfg.batch_size, autocast, fmt)
             vy = y_t[val_idx]
             row["val_loss"] = float(F.cross_entropy(vlog, vy, weight=None if weight is None else weight.cpu()))
             row["val_acc"] = float((vlog.argmax(1) == vy).float().mean())
@@ -382,7 +399,7 @@ def train_fold(
                     best["bad"] += 1
                     stopped = best["bad"] >= cfg.patience
         if cfg.oracle:  # ORACLE bookkeeping only: never feeds the honest outputs
-            tlog = _predict(model, X, test_idx, cfg.batch_size, autocast)
+            tlog = _predict(model, X, test_idx, cfg.batch_size, autocast, fmt)
             tacc = float((tlog.argmax(1) == y_t[test_idx]).float().mean())
             row["ORACLE_test_acc"] = tacc
             if tacc > oracle["score"]:
@@ -414,7 +431,7 @@ def train_fold(
         chosen = best["epoch"]
     else:
         chosen = len(history)
-    probs = torch.softmax(_predict(model, X, test_idx, cfg.batch_size, autocast), 1)
+    probs = torch.softmax(_predict(model, X, test_idx, cfg.batch_size, autocast, fmt), 1)
     result = FoldResult(
         name=fold.name,
         test_index=fold.test.tolist(),

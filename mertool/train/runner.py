@@ -71,6 +71,26 @@ def _prepare_run_dir(out: Path, ident: str, overwrite: bool) -> None:
         raise MertoolError(f"{out}: cannot create run directory ({exc.strerror})") from None
 
 
+def pipeline_of(path: str | Path, depth: int = 4) -> list[dict]:
+    """Stage and parameters of a stage file and its upstream stage files (as far as they
+    can still be read), nearest first: what ``mertool predict`` replays on a new clip."""
+    from ..cache import open_stage
+
+    chain: list[dict] = []
+    todo = [Path(path)]
+    while todo and len(chain) < depth:
+        p = todo.pop(0)
+        if p.suffix not in (".h5", ".hdf5") or not p.is_file():
+            continue
+        try:
+            sf = open_stage(p)
+        except MertoolError:
+            continue
+        chain.append({"path": str(p), "stage": sf.stage, "key": sf.key, "params": sf.params})
+        todo += [Path(u["path"]) for u in json.loads(sf.attrs.get("upstream", "[]"))]
+    return chain
+
+
 @functools.lru_cache(maxsize=2)
 def _worker_data(path: str, model: str, min_class_samples: int) -> TrainData:
     return load_train_data(path, get_entry(model).input, min_class_samples, model)
@@ -166,6 +186,7 @@ def train_run(
         "torch_version": torch.__version__,
         "seed": cfg.seed,
         "inputs": [{"path": str(features), "key": data.key}],
+        "pipeline": pipeline_of(features),
         "classes": data.classes,
         "dropped_classes": data.dropped,
         "n_samples": len(data),

@@ -1,0 +1,157 @@
+"""Training speed of every registered model: samples/s and LOSO wall time.
+
+For each model, on random inputs of its declared shape:
+
+* ``train samples/s``: optimizer steps at the model's default batch size (forward,
+  backward, step), after a warm-up;
+* ``eval samples/s``: inference in eval mode;
+* ``LOSO``: a real ``train_run`` (the engine, run directory and all) over a synthetic
+  stage file of ``--subjects`` x ``--per-subject`` samples for ``--epochs`` epochs,
+  once per ``--jobs`` value (parallel fold workers), and the wall time extrapolated to the
+  model's default epoch budget.
+
+Usage::
+
+    python benchmarks/train.py                       # all models, CPU
+    python benchmarks/train.py --models offtanet --subjects 49 --per-subject 6 --jobs 1 2
+    python benchmarks/train.py --device cuda         # GPU (AMP on)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mertool.cache import StageWriter
+from mertool.models import count_parameters, create_model, get_entry, list_models
+from mertool.train.engine import GLOBAL_DEFAULTS, TrainConfig, resolve_device
+from mertool.train.runner import train_run
+
+
+def _random_batch(spec, n: int, device, channels_last: bool) -> dict[str, torch.Tensor]:
+    batch = {}
+    for name, shape in spec.arrays.items():
+        x = torch.randn(n, *shape, device=device)
+        batch[name] = x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+    for field in spec.meta:
+        batch[field] = (torch.rand(n, 21, device=device) < 0.2).float()
+    return batch
+
+
+def step_speed(name: str, device: torch.device, steps: int, channels_last: bool = True) -> dict:
+    """Train and eval samples/s of one model at its default batch size."""
+    entry = get_entry(name)
+    bs = int(entry.defaults.get("batch_size", GLOBAL_DEFAULTS["batch_size"]))
+    model = create_model(name, num_classes=3).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = _random_batch(entry.input, bs, device, channels_last)
+    y = torch.randint(0, 3, (bs,), device=device)
+    amp = device.type == "cuda"
+
+    def train_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(**batch)
+            logits = out[0] if isinstance(out, (tuple, list)) else out
+            loss = F.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    model.train()
+    train_step()
+    sync()
+    t = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    sync()
+    train_sps = bs * steps / (time.perf_counter() - t)
+    model.eval()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        model(**batch)
+        sync()
+        t = time.perf_counter()
+        for _ in range(steps):
+            model(**batch)
+        sync()
+    eval_sps = bs * steps / (time.perf_counter() - t)
+    return {"batch": bs, "params": count_parameters(model), "train_sps": train_sps, "eval_sps": eval_sps}
+
+
+def synthetic_stage(path: Path, name: str, subjects: int, per_subject: int, seed: int = 0) -> Path:
+    """A stage file of the model's input kind with random inputs and 3 balanced classes."""
+    spec = get_entry(name).input
+    rng = np.random.default_rng(seed)
+    w = StageWriter(path, spec.stage, {"benchmark": name, "subjects": subjects, "per_subject": per_subject})
+    ids = []
+    for i in range(subjects * per_subject):
+        sid = f"b{i:05d}"
+        arrays = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in spec.arrays.items()}
+        meta = {"label": ["negative", "positive", "surprise"][i % 3], "subject": f"sub{i // per_subject + 1:02d}"}
+        if "aus" in spec.meta:
+            meta["aus"] = "4+12"
+        w.add(sid, arrays, meta)
+        ids.append(sid)
+    return w.finish(ids, stacked=True)
+
+
+def loso_time(name: str, features: Path, epochs: int, jobs: int, device: str, workdir: Path) -> float:
+    cfg = TrainConfig(model=name, epochs=epochs, jobs=jobs, device=device, checkpoint_every=10**6)
+    out = workdir / f"run_{name}_{jobs}"
+    t = time.perf_counter()
+    train_run(features, cfg, out, overwrite=True, progress=False)
+    return time.perf_counter() - t
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=None, help="models to time (default: all registered)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    ap.add_argument("--steps", type=int, default=5, help="timed optimizer steps per model")
+    ap.add_argument("--subjects", type=int, default=6, help="subjects in the synthetic LOSO set (0 = skip LOSO)")
+    ap.add_argument("--per-subject", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of the timed LOSO run")
+    ap.add_argument("--jobs", type=int, nargs="*", default=[1, 2], help="fold-worker counts to time (CPU)")
+    ap.add_argument("--no-channels-last", action="store_true", help="time NCHW instead of channels-last")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    names = args.models or list_models()
+    print(f"# torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} CPU cores, "
+             f"{torch.get_num_threads()} threads"))
+    print("| model | params | batch | train samples/s | eval samples/s |"
+          + ("".join(f" LOSO {args.subjects}x{args.per_subject}, {args.epochs} ep, jobs {j} (s) |"
+                     for j in (args.jobs if device.type == "cpu" else [1])) if args.subjects else "")
+          + (" LOSO at default epochs, est. (min) |" if args.subjects else ""))
+    print("|---" * (5 + (len(args.jobs if device.type == "cpu" else [1]) + 1 if args.subjects else 0)) + "|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            s = step_speed(name, device, args.steps, channels_last=not args.no_channels_last)
+            cells = [name, f"{s['params']:,}", str(s["batch"]), f"{s['train_sps']:.1f}", f"{s['eval_sps']:.1f}"]
+            if args.subjects:
+                feats = synthetic_stage(Path(tmp) / f"{name}.h5", name, args.subjects, args.per_subject)
+                times = [loso_time(name, feats, args.epochs, j, str(device), Path(tmp))
+                         for j in (args.jobs if device.type == "cpu" else [1])]
+                cells += [f"{t:.1f}" for t in times]
+                default_epochs = int(get_entry(name).defaults.get("epochs", GLOBAL_DEFAULTS["epochs"]))
+                cells.append(f"{min(times) / args.epochs * default_epochs / 60:.1f} ({default_epochs} ep)")
+            print("| " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
