@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.models import count_parameters, create_model, get_entry, list_models
-from mertool.models.flops import MatMul, count_flops, example_inputs
+from mertool.models.flops import MatMul, count_flops, example_inputs, summarize_model
 
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 
@@ -74,6 +74,9 @@ def test_head_size_eval_determinism_and_flops(name):
     assert a.shape == (2, 5)
     assert torch.equal(a, b), "eval mode must be deterministic (dropout off, BN frozen)"
     macs = count_flops(model, inputs, "macs").total
+    # `mertool models` counts on the meta device (shapes only): same numbers as on the CPU.
+    summary = summarize_model(name, num_classes=5)
+    assert (summary.params, summary.flops) == (count_parameters(model), macs)
     # Hooks can only under-count: torch's own counter sees every conv/matmul (2 FLOPs per MAC).
     from torch.utils.flop_counter import FlopCounterMode
 
