@@ -16,7 +16,9 @@
     2,664,475 parameters for 3 classes (Table 2 of Off-TANet: 2.66 M).
 
 Both consume the ``flow`` stage at 28x28 (``mertool flow --size 28``); Off-ApexNet uses
-channels 0 and 1 (u, v) and ignores the strain channel.
+channels 0 and 1 (u, v) and ignores the strain channel. Their ``defaults`` recipes (Adam;
+STSTNet lr 5e-5, Off-ApexNet lr 1e-4) are starting points recalled from the papers, not
+verified against their code; override them in the run config.
 """
 
 from __future__ import annotations
