@@ -462,5 +462,6 @@ def test_loso_dianet_small_learns_above_chance(tmp_path):
     feats = _synthetic_dynimg(tmp_path / "dynimg.h5")
     cfg = TrainConfig(model="dianet-small", epochs=12, batch_size=16, device="cpu", seed=0)
     m = train_run(feats, cfg, tmp_path / "run", progress=False)
+    print({k: m[k] for k in ("accuracy", "uf1", "uar")})
     assert m["n_folds"] == 5 and m["n_samples"] == 90
     assert m["accuracy"] > 0.6 and m["uf1"] > 0.55  # chance is 1/3

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# DIANet on mmew (see pipelines/dianet.sh for the stages and the environment variables).
+# Usage:  pipelines/mmew_dianet.sh DATASET_ROOT [WORK_DIR] [MODEL]
+set -euo pipefail
+exec "$(dirname "$0")/dianet.sh" mmew "$@"
