@@ -347,12 +347,13 @@ def flow_to_rgb(u: np.ndarray, v: np.ndarray, max_magnitude: float | None = None
 
     Hue follows the angle of (u, v) in image coordinates (0 deg = rightwards = red,
     90 deg = downwards); brightness is the magnitude divided by ``max_magnitude``
-    (default: the largest in the field). Returns H x W x 3 uint8 RGB.
+    (default: the field's 99th percentile, so a few outliers at the border do not
+    darken the picture). Returns H x W x 3 uint8 RGB.
     """
     u = np.nan_to_num(np.asarray(u, np.float32))
     v = np.nan_to_num(np.asarray(v, np.float32))
     mag, ang = cv2.cartToPolar(u, v, angleInDegrees=True)
-    top = float(max_magnitude) if max_magnitude else float(mag.max())
+    top = float(max_magnitude) if max_magnitude else float(np.percentile(mag, 99))
     hsv = np.zeros((*u.shape, 3), np.uint8)
     hsv[..., 0] = (ang / 2).astype(np.uint8) % 180  # OpenCV hue is 0..179
     hsv[..., 1] = 255
@@ -361,9 +362,10 @@ def flow_to_rgb(u: np.ndarray, v: np.ndarray, max_magnitude: float | None = None
 
 
 def strain_to_rgb(strain: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """Strain map as an RGB uint8 picture (inferno colormap, 0..``vmax``)."""
+    """Strain map as an RGB uint8 picture (inferno colormap, 0..``vmax``, default the
+    99th percentile)."""
     s = np.nan_to_num(np.asarray(strain, np.float32))
-    top = float(vmax) if vmax else float(s.max())
+    top = float(vmax) if vmax else float(np.percentile(s, 99))
     gray = np.clip(s / top * 255, 0, 255).astype(np.uint8) if top > 0 else np.zeros(s.shape, np.uint8)
     return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
 
