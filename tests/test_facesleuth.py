@@ -84,6 +84,18 @@ def test_soa_at_90_equals_cva_same_weights(train_mode):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_soa_at_90_close_to_cva_under_bf16_autocast():
+    """Bin positions stay float32 under autocast, so bf16 runs (GPU AMP) keep the equivalence."""
+    torch.manual_seed(0)
+    cva = DirectionalAttentionBlock(8, CH, ST, mode="y")
+    soa = DirectionalAttentionBlock(8, CH, ST, mode="soa", theta_init=90.0)
+    _copied(cva, soa)
+    x = torch.randn(2, 8, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = cva(x).float(), soa(x).float()
+    assert (a - b).abs().max() < 0.03 * a.abs().max()
+
+
 def test_soa_at_0_equals_x_variant():
     torch.manual_seed(1)
     xv = DirectionalAttentionBlock(8, CH, ST, mode="x")

@@ -96,14 +96,14 @@ def oriented_pool(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """OAP: mean of ``x`` (B, C, H, W) along each line -> (B, C, L, 1)."""
     b, c, h, w = x.shape
     total = weights.sum(0).clamp_min(1e-6)
-    pooled = x.reshape(b, c, h * w) @ weights / total
+    pooled = x.reshape(b, c, h * w) @ weights.to(x.dtype) / total.to(x.dtype)
     return pooled[..., None]
 
 
 def oriented_unpool(a: torch.Tensor, weights: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Map per-line values (B, C, L, 1) back onto the grid (B, C, H, W) along the lines."""
     b, c = a.shape[:2]
-    return (a[..., 0] @ weights.t()).reshape(b, c, height, width)
+    return (a[..., 0] @ weights.t().to(a.dtype)).reshape(b, c, height, width)
 
 
 def _conv_bn(cin: int, cout: int, k: int, stride: int = 1) -> nn.Sequential:
@@ -196,7 +196,8 @@ class DirectionalAttentionModule(nn.Module):
         else:
             if theta is None:
                 raise ValueError("soa mode needs theta")
-            weights = line_weights(theta.to(feat.dtype), h, w, h)
+            # Bin positions in float32 even under autocast: bf16 cannot hold q to a pixel.
+            weights = line_weights(theta.float(), h, w, h)
             pooled = oriented_pool(feat, weights)
         a = torch.sigmoid(self.f2(self.act(self.bn(self.f1(pooled)))))
         a = self._chain(a, prev, self.prev)
