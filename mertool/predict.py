@@ -110,8 +110,11 @@ def clip_flow(onset: np.ndarray, apex: np.ndarray, info: dict) -> np.ndarray:
     align_params = _stage_params(info, "aligned")
     if align_params is None:
         raise MertoolError("the run's flow file records no readable aligned.h5 upstream; cannot replay the alignment")
-    acfg = AlignConfig(**align_params)
-    fcfg = FlowConfig(**flow_params)
+    try:
+        acfg = AlignConfig(**align_params)
+        fcfg = FlowConfig(**flow_params)
+    except TypeError as exc:  # recorded by another mertool version
+        raise MertoolError(f"the run's recorded align/flow parameters do not fit this mertool ({exc})") from None
     try:
         aligned = align_clip([onset, apex], acfg, reference=0)["frames"]
     except LookupError:

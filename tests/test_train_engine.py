@@ -312,3 +312,63 @@ def test_config_validation():
         TrainConfig.resolve(model="tinyflow", optimizer="rmsprop")
     with pytest.raises(MertoolError, match="epochs"):
         TrainConfig.resolve(model="tinyflow", epochs=0)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_resume(flow_file, tmp_path):
+    """A subprocess killed with SIGKILL mid-fold resumes to the uninterrupted result."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "run_tiny.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_train_support import ensure_tiny\n"
+        "ensure_tiny()\n"
+        "from mertool.cli.main import cli\n"
+        "sys.exit(cli(sys.argv[1:]))\n"
+    )
+    cfg = _yaml(tmp_path, checkpoint_every=1)
+    args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "60", "-q", "--config", str(cfg)]
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(script), *args, "-o", str(run)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            assert proc.poll() is None, "run finished before it could be killed"
+            if (run / "folds" / "s1" / "result.json").exists() and (run / "folds" / "s2" / "checkpoint.pt").exists():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(0.005)
+        else:
+            raise TimeoutError("no checkpoint appeared")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (run / "metrics.json").exists() and not (run / "folds" / "s2" / "result.json").exists()
+    assert cli([*args, "-o", str(run)]) == 0  # resume
+    full = tmp_path / "full"
+    assert cli([*args, "-o", str(full)]) == 0
+    assert _read_csv(full / "predictions.csv") == _read_csv(run / "predictions.csv")
+    assert not list(run.glob("folds/*/checkpoint.pt"))
+
+
+@pytest.mark.slow
+def test_parallel_fold_workers_match_serial(tmp_path):
+    """--jobs 2 (worker processes, registry model) gives the serial run's predictions."""
+    x, labels, subjects = synthetic_flow(n_subjects=4, per_subject=6, size=28)
+    path = write_flow_h5(tmp_path / "f28.h5", x, labels, subjects)
+    base = ["train", str(path), "--model", "ststnet", "--epochs", "3", "-q"]
+    assert cli([*base, "-o", str(tmp_path / "serial")]) == 0
+    assert cli([*base, "-o", str(tmp_path / "par"), "--jobs", "2"]) == 0
+    a, b = _read_csv(tmp_path / "serial" / "predictions.csv"), _read_csv(tmp_path / "par" / "predictions.csv")
+    assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
+    pa = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in a])
+    pb = np.array([[float(r[k]) for k in r if k.startswith("p_")] for r in b])
+    assert np.allclose(pa, pb, atol=1e-4)
