@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import StageConfig
 from ..errors import MertoolError
+from ..log import logger
 from ..models import create_model, get_entry
 from .augment import get_augment
 from .loso import SCHEMES, Fold
@@ -128,7 +129,9 @@ def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
             values[name] = entry.defaults.get(name, default)
     blank = TrainConfig(model=cfg.model)
     for name, default in entry.defaults.items():  # other recipe keys a model may set
-        if name in fields and name not in GLOBAL_DEFAULTS and getattr(cfg, name) == getattr(blank, name):
+        if name not in fields:
+            logger.warning(f"model {cfg.model!r}: default {name!r} is not an engine option; ignored")
+        elif name not in GLOBAL_DEFAULTS and getattr(cfg, name) == getattr(blank, name):
             values[name] = default
     out = dataclasses.replace(cfg, **values)
     if out.early_stopping and out.val_fraction == 0:
