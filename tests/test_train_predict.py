@@ -70,3 +70,28 @@ def test_predict_bad_input(tiny_run, tmp_path, capsys):
     assert "aligned.h5" in capsys.readouterr().err
     info = json.loads((run / "run.json").read_text())
     assert info["pipeline"][0]["stage"] == "flow"
+
+
+def test_report_formats_and_unfinished_run(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    m = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    assert cli(["report", str(run), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("run,model,scheme,folds,samples,UF1,UAR,acc")
+    assert lines[1].split(",")[5] == f"{m['uf1']:.4f}"
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "run.json").write_text("{}")
+    assert cli(["report", str(half)]) == 2
+    assert "resume" in capsys.readouterr().err
+
+
+
+def test_step_decay_schedule(tiny_run, tmp_path):
+    run, _ = tiny_run
+    out = tmp_path / "r"
+    assert cli(["train", str(run.parent / "flow.h5"), "--model", "tinyflow", "--epochs", "5", "--lr-step", "2",
+                "--lr-gamma", "0.5", "-q", "-o", str(out)]) == 0
+    lrs = [float(line.split(",")[1]) for line in (out / "folds" / "s1" / "log.csv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])  # model default lr 0.01
