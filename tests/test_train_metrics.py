@@ -83,3 +83,11 @@ def test_bad_metric_input():
         compute_metrics([0, 1], [0], ["a", "a"], CLASSES)
     with pytest.raises(ValueError):
         compute_metrics([0, 3], [0, 1], ["a", "a"], CLASSES)
+
+
+def test_pooled_scores_only_tested_classes():
+    # class 2 never occurs in the test labels (a fixed split): it is not scored as F1 0
+    y, p = [0, 0, 1, 1], [0, 1, 1, 1]
+    m = compute_metrics(y, p, ["f"] * 4, CLASSES)
+    assert m["uf1"] == pytest.approx(f1_score(y, p, labels=[0, 1], average="macro"))
+    assert m["classes_scored"] == ["neg", "pos"] and m["support"]["sur"] == 0

@@ -4,7 +4,7 @@ Two conventions coexist in the MER literature, and mertool reports both:
 
 * **pooled** (MEGC / composite convention): concatenate the test predictions of every
   fold, then compute one UF1 (macro F1) and one UAR (macro recall, "balanced accuracy")
-  over all classes;
+  over all classes (over the classes with test samples, should a split leave one out);
 * **per-fold mean**: compute the metric on each fold's test samples and average over
   folds with equal weight (Off-TANet's tables use this for UF1/UAR). On a fold, macro
   averages run over the classes that occur in that fold's true labels (a
@@ -36,14 +36,16 @@ def _check(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> None:
             raise ValueError(f"{name} indices must lie in [0, {num_classes})")
 
 
-def uf1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
-    """Unweighted F1: mean over all ``num_classes`` of 2TP / (2TP + FP + FN)."""
-    return float(f1_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+def uf1(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int, labels: Sequence[int] | None = None) -> float:
+    """Unweighted F1: mean over classes (all ``num_classes``, or ``labels``) of 2TP / (2TP + FP + FN)."""
+    labels = list(range(num_classes)) if labels is None else list(labels)
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
-def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> float:
-    """Unweighted average recall: mean over all ``num_classes`` of TP / n_c."""
-    return float(recall_score(y_true, y_pred, labels=list(range(num_classes)), average="macro", zero_division=0))
+def uar(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int, labels: Sequence[int] | None = None) -> float:
+    """Unweighted average recall: mean over classes (all ``num_classes``, or ``labels``) of TP / n_c."""
+    labels = list(range(num_classes)) if labels is None else list(labels)
+    return float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
 
 
 def _fold_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -93,6 +95,9 @@ def compute_metrics(
     if len(fa) != len(yt):
         raise ValueError("folds must have one entry per sample")
     labels = list(range(k))
+    # Pooled macro scores run over the classes with test samples: all of them under LOSO,
+    # where every sample is tested once; a fixed split may leave a class untested.
+    scored = sorted(set(yt.tolist()))
     recall = recall_score(yt, yp, labels=labels, average=None, zero_division=0)
     per_fold: dict[str, dict] = {}
     for name in dict.fromkeys(fa.tolist()):  # first-seen order
@@ -101,10 +106,10 @@ def compute_metrics(
     mean = {m: float(np.mean([f[m] for f in per_fold.values()])) for m in ("accuracy", "macro_f1", "weighted_f1", "uar")}
     mean["uf1"] = mean["macro_f1"]
     return {
-        "uf1": uf1(yt, yp, k),
-        "uar": uar(yt, yp, k),
+        "uf1": uf1(yt, yp, k, scored),
+        "uar": uar(yt, yp, k, scored),
         "accuracy": float(accuracy_score(yt, yp)),
-        "macro_f1": uf1(yt, yp, k),
+        "macro_f1": uf1(yt, yp, k, scored),
         "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
         "fold_mean": mean,
         "per_class_recall": {c: float(r) for c, r in zip(classes, recall)},
@@ -114,4 +119,5 @@ def compute_metrics(
         "n_samples": int(len(yt)),
         "n_folds": len(per_fold),
         "classes": list(classes),
+        "classes_scored": [classes[i] for i in scored],
     }
