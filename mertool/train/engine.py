@@ -334,6 +334,7 @@ def train_fold(
         return torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp)
 
     y_t = torch.as_tensor(y, dtype=torch.long)
+    y_dev = y_t.to(device)
     train_idx = torch.as_tensor(fold.train, dtype=torch.long)
     val_idx = torch.as_tensor(fold.val, dtype=torch.long)
     test_idx = torch.as_tensor(fold.test, dtype=torch.long)
@@ -362,12 +363,13 @@ def train_fold(
     stopped = False
     for epoch in range(first_epoch, cfg.epochs):
         model.train()
-        total, correct, loss_sum = 0, 0, 0.0
+        # Sums stay on the device: no GPU sync per batch.
+        total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         chunks = _batches(len(train_idx), cfg.batch_size, gen)
         for step, chunk in enumerate(chunks):
             idx = train_idx[chunk]
             batch = augment(_gather(X, idx, fmt), gen)
-            target = y_t[idx].to(device)
+            target = y_dev[idx.to(device)]
             with autocast():
                 logits, aux = _forward(model, batch)
                 loss = F.cross_entropy(logits.float(), target, weight=weight)
@@ -382,12 +384,12 @@ def train_fold(
                 scaler.update()
             n = len(idx)
             total += n
-            loss_sum += float(loss.detach()) * n
-            correct += int((logits.detach().argmax(1) == target).sum())
+            loss_sum += loss.detach().float() * n
+            correct += (logits.detach().argmax(1) == target).sum()
         lr_now = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
-        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": loss_sum / total, "train_acc": correct / total}
+        row = {"epoch": epoch + 1, "lr": lr_now, "train_loss": float(loss_sum) / total, "train_acc": float(correct) / total}
         if callable(getattr(model, "epoch_log", None)):  # hook: model scalars per epoch (e.g. SOA angles)
             row.update({k: float(v) for k, v in model.epoch_log().items()})
         if len(val_idx):
