@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -91,18 +90,28 @@ def pipeline_of(path: str | Path, depth: int = 4) -> list[dict]:
     return chain
 
 
-@functools.lru_cache(maxsize=2)
-def _worker_data(path: str, model: str, min_class_samples: int) -> TrainData:
-    return load_train_data(path, get_entry(model).input, min_class_samples, model)
+_DATA: dict[tuple, TrainData] = {}  # per process: the features file is read once
+
+
+def _worker_data(path: str, file_key: str, model: str, min_class_samples: int) -> TrainData:
+    # Keyed by the stage file's key too: pooled workers outlive a run, files change.
+    key = (path, file_key, model, min_class_samples)
+    if key not in _DATA:
+        _DATA.clear()
+        data = load_train_data(path, get_entry(model).input, min_class_samples, model)
+        if data.key != file_key:
+            raise MertoolError(f"{path}: changed while training; re-run")
+        _DATA[key] = data
+    return _DATA[key]
 
 
 def _fold_job(job: tuple) -> FoldResult:
     """Train one fold and publish its files (runs in-process or in a worker)."""
-    features, cfg_dict, fold, index, fold_dir, device_name, threads = job
+    features, file_key, cfg_dict, fold, index, fold_dir, device_name, threads = job
     if threads:
         torch.set_num_threads(threads)
     cfg = TrainConfig(**cfg_dict)
-    data = _worker_data(features, cfg.model, cfg.min_class_samples)
+    data = _worker_data(features, file_key, cfg.model, cfg.min_class_samples)
     device = resolve_device(device_name)
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
     fold_dir = Path(fold_dir)
@@ -215,15 +224,16 @@ def train_run(
     jobs = min(jobs, max(len(pending), 1))
     threads = 1 if jobs > 1 else 0
     cfg_dict = cfg.to_dict()
-    work = [(str(features), cfg_dict, folds[i], i, str(fold_dirs[i]), str(device), threads) for i in pending]
-    if jobs == 1:
-        _worker_data.cache_clear()
+    work = [(str(features), data.key, cfg_dict, folds[i], i, str(fold_dirs[i]), str(device), threads) for i in pending]
+    _DATA.clear()
+    if jobs == 1:  # folds run in this process: reuse the data already in memory
+        _DATA[(str(features), data.key, cfg.model, cfg.min_class_samples)] = data
     names = {f.name: i for i, f in enumerate(folds)}
     for r in parallel_map(_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress):
         results[names[r.name]] = r
         acc = _fold_accuracy(r, data.y)
         logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {acc:.3f} ({r.seconds:.1f} s)")
-    _worker_data.cache_clear()
+    _DATA.clear()
 
     ordered = [results[i] for i in range(len(folds))]
     metrics = write_outputs(out, data, folds, ordered, cfg, n_params)
