@@ -26,6 +26,7 @@ Images are float tensors on the 0..255 scale.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -194,6 +195,174 @@ def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
 
 
 # --- the solver ---------------------------------------------------------------------
+#
+# The iteration is written as pure functions of tensors (no argument is modified, no
+# host synchronisation inside) so that the same code runs eagerly or through
+# torch.compile, on any device. Per-pair convergence lives in a boolean ``active`` mask
+# on the device; pairs that have stopped are carried along unchanged (torch.where), and
+# the host only asks "has every pair stopped?" every ``check_every`` inner iterations.
+
+
+def _forward_gradient_pure(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_forward_gradient` without writes into preallocated tensors."""
+    gx = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1))
+    gy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
+    return gx, gy
+
+
+def _divergence_pure(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """:func:`_divergence` without in-place writes (same operations, same rounding)."""
+    return (px + py) - F.pad(px[..., :, :-1], (1, 0)) - F.pad(py[..., :-1, :], (0, 0, 1, 0))
+
+
+def inner_step(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    gI: torch.Tensor,
+    rho_c: torch.Tensor,
+    inv_grad: torch.Tensor,
+    active: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    eps2: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One primal-dual iteration of Dual TV-L1 for a batch; stopped pairs are left as they are.
+
+    Parameters
+    ----------
+    u, px, py : torch.Tensor
+        B x 2 x H x W flow and dual fields (``px``: x-components for u1, u2; ``py``:
+        y-components).
+    gI : torch.Tensor
+        B x 2 x H x W gradient of the second image warped by the current warp's flow.
+    rho_c, inv_grad : torch.Tensor
+        B x 1 x H x W constant part of the linearised residual and ``1 / |gI|^2``.
+    active : torch.Tensor
+        B booleans: pairs still iterating.
+    l_t, theta, taut, eps2 : float
+        ``lambda * theta``, ``theta``, ``tau / theta`` and the stopping threshold
+        ``epsilon^2 * H * W`` on the summed squared change of u.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        New ``(u, px, py, active)``: the updated state where ``active`` was True, the old
+        one elsewhere, and ``active`` cleared for the pairs whose change of u fell to
+        ``eps2`` or below in this iteration (OpenCV's per-iteration stopping test).
+    """
+    # thresholding step: v = u + d with d = -rho / |grad|^2 * grad I1, the step clipped to
+    # lambda*theta (the three cases of the L1 data term in one clamp); then the
+    # semi-implicit u update with the divergence of the dual field
+    rho = rho_c + (gI * u).sum(1, keepdim=True)
+    fi = (rho * inv_grad).clamp(-l_t, l_t)
+    n = u - fi * gI + theta * _divergence_pure(px, py)
+    err = (n - u).square().sum(dim=(1, 2, 3))
+    # projected dual ascent on the forward gradient of the new u
+    ux, uy = _forward_gradient_pure(n)
+    ng = torch.sqrt(ux * ux + uy * uy) * taut + 1.0
+    qx = (px + taut * ux) / ng
+    qy = (py + taut * uy) / ng
+    sel = active.view(-1, 1, 1, 1)
+    return torch.where(sel, n, u), torch.where(sel, qx, px), torch.where(sel, qy, py), active & (err > eps2)
+
+
+def _make_median_update(k: int):
+    net = _median_network(k * k)  # built here, outside anything torch.compile traces
+
+    def median_update(u: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """k x k median of each flow component, applied to the active pairs only."""
+        b, c, h, w = u.shape
+        r = k // 2
+        padded = F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate").reshape(b * c, h + 2 * r, w + 2 * r)
+        v = [padded[:, i : i + h, j : j + w] for i in range(k) for j in range(k)]
+        for a, bb, lo, hi in net:
+            va, vb = v[a], v[bb]
+            if lo:
+                v[a] = torch.minimum(va, vb)
+            if hi:
+                v[bb] = torch.maximum(va, vb)
+        m = v[(k * k) // 2].reshape(b, c, h, w)
+        return torch.where(active.view(-1, 1, 1, 1), m, u)
+
+    return median_update
+
+
+def warp_setup(
+    stack: torch.Tensor, i0: torch.Tensor, u: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linearise the data term around the current flow (once per warp).
+
+    ``stack`` is B x 3 x H x W (I1 and its centred gradient); returns ``gI`` (B x 2 x H x W,
+    the gradient sampled at x + u), ``rho_c = I1(x + u) - gI . u - I0`` and
+    ``1 / |gI|^2`` (B x 1 x H x W each; where the gradient vanishes the step it scales is
+    moot, so the square is clamped to float32's epsilon).
+    """
+    warped = remap_cubic(stack, xs + u[:, 0], ys + u[:, 1])
+    gI = warped[:, 1:3].contiguous()
+    grad = (gI * gI).sum(1, keepdim=True)
+    rho_c = warped[:, :1] - (gI * u).sum(1, keepdim=True) - i0.unsqueeze(1)
+    inv_grad = 1.0 / grad.clamp(min=_TINY)
+    return gI, rho_c, inv_grad
+
+
+_TINY = float(np.finfo(np.float32).eps)
+
+
+class _Compiled:
+    """``torch.compile(fn)`` that falls back to ``fn`` (warning once) when compiling or
+    running the compiled code fails, e.g. on a machine without a working compiler."""
+
+    def __init__(self, fn, name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self.compiled = None
+        self.broken = False
+
+    def __call__(self, *args):
+        if not self.broken:
+            try:
+                if self.compiled is None:
+                    self.compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+                return self.compiled(*args)
+            except Exception as exc:  # noqa: BLE001 -- any compiler failure: stay correct, run eagerly
+                self.broken = True
+                warnings.warn(
+                    f"tvl1_torch: torch.compile of {self.name} failed ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running it eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        return self.fn(*args)
+
+
+_KERNELS: dict[tuple[str, int, bool], object] = {}
+
+
+def _kernels(median: int, compile: bool) -> tuple:
+    """(warp_setup, median_update, inner_step), compiled or not (cached per process)."""
+    key = ("all", median, compile)
+    if key not in _KERNELS:
+        fns = [warp_setup, _make_median_update(median) if median > 1 else None, inner_step]
+        if compile:
+            _raise_recompile_limit()
+            names = ["warp_setup", f"median{median}", "inner_step"]
+            fns = [_Compiled(f, n) if f is not None else None for f, n in zip(fns, names)]
+        _KERNELS[key] = tuple(fns)
+    return _KERNELS[key]
+
+
+def _raise_recompile_limit(limit: int = 256) -> None:
+    # shapes are static: each pyramid level and batch size is its own compilation, more
+    # than dynamo's default limit of 8 per function (past which it silently runs eagerly)
+    cfg = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < limit:
+            setattr(cfg, name, limit)
+    for name in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(cfg, name) and getattr(cfg, name) < 4 * limit:
+            setattr(cfg, name, 4 * limit)
 
 
 def _one_scale(
@@ -209,13 +378,16 @@ def _one_scale(
     inner: int,
     outer: int,
     median: int,
+    check_every: int,
+    kernels: tuple,
 ) -> torch.Tensor:
     """Refine the flow ``u`` (B x 2 x H x W) at one pyramid level."""
+    setup, median_update, step = kernels
     b, h, w = i0.shape
-    scaled_eps = epsilon * epsilon * h * w
-    l_t = lambda_ * theta
-    taut = tau / theta
-    tiny = float(np.finfo(np.float32).eps)
+    eps2 = float(epsilon * epsilon * h * w)
+    l_t = float(lambda_ * theta)
+    taut = float(tau / theta)
+    theta = float(theta)
     i1x, i1y = centered_gradient(i1)
     stack = torch.stack([i1, i1x, i1y], dim=1)
     ys, xs = torch.meshgrid(
@@ -223,49 +395,27 @@ def _one_scale(
         torch.arange(w, dtype=i0.dtype, device=i0.device),
         indexing="ij",
     )
-    # dual variables: px = (p11, p21) (x-components for u1, u2), py = (p12, p22)
     px = torch.zeros_like(u)
     py = torch.zeros_like(u)
     for _ in range(warps):
-        warped = remap_cubic(stack, xs + u[:, 0], ys + u[:, 1])
-        gI = warped[:, 1:3]  # gradient of I1 at x + u0, B x 2 x H x W
-        grad = (gI * gI).sum(1, keepdim=True)
-        rho_c = warped[:, :1] - (gI * u).sum(1, keepdim=True) - i0.unsqueeze(1)
-        # 1 / |grad I1|^2; where the gradient vanishes the step is moot (it multiplies it)
-        inv_grad = 1.0 / grad.clamp(min=tiny)
+        gI, rho_c, inv_grad = setup(stack, i0, u, xs, ys)
         active = torch.ones(b, dtype=torch.bool, device=i0.device)
-        all_active = True
         for _ in range(outer):
-            if median > 1:
-                m = median5(u.reshape(b * 2, h, w), median).reshape(b, 2, h, w)
-                u = m if all_active else torch.where(active.view(b, 1, 1, 1), m, u)
-            for _ in range(inner):
-                # thresholding step: v = u + d with d = -rho / |grad|^2 * grad I1, the step
-                # clipped to lambda*theta (the three cases of the L1 data term in one clamp)
-                rho = rho_c + (gI * u).sum(1, keepdim=True)
-                fi = (rho * inv_grad).clamp_(-l_t, l_t).neg_()
-                n = u + fi * gI + theta * _divergence(px, py)
-                err = ((n - u) ** 2).sum(dim=(1, 2, 3))
-                ux, uy = _forward_gradient(n)
-                ng = torch.sqrt(ux * ux + uy * uy).mul_(taut).add_(1.0)
-                qx = (px + taut * ux).div_(ng)
-                qy = (py + taut * uy).div_(ng)
-                if all_active:
-                    u, px, py = n, qx, qy
-                else:
-                    sel = active.view(b, 1, 1, 1)
-                    u = torch.where(sel, n, u)
-                    px = torch.where(sel, qx, px)
-                    py = torch.where(sel, qy, py)
-                active = active & (err > scaled_eps)
-                all_active = bool(active.all())
-                if not all_active and not bool(active.any()):
+            if median_update is not None:
+                u = median_update(u, active)
+            for it in range(1, inner + 1):
+                u, px, py, active = step(u, px, py, gI, rho_c, inv_grad, active, l_t, theta, taut, eps2)
+                # the only host synchronisation: stop the whole batch once every pair has
+                # stopped (a stopped pair is already frozen by the mask)
+                if (it % check_every == 0 or it == inner) and not bool(active.any()):
                     break
-            if not bool(active.any()):
-                break
+            else:
+                continue
+            break
     return u
 
 
+@torch.no_grad()
 def tvl1_torch(
     prev: torch.Tensor,
     next: torch.Tensor,
@@ -280,6 +430,8 @@ def tvl1_torch(
     outer_iterations: int = 10,
     scale_step: float = 0.8,
     median_filtering: int = 5,
+    compile: bool = False,
+    check_every: int | None = None,
 ) -> torch.Tensor:
     """Dual TV-L1 flow from ``prev`` to ``next`` for a batch of grayscale pairs.
 
@@ -291,6 +443,16 @@ def tvl1_torch(
     scale_step, median_filtering
         As in OpenCV's ``DualTVL1OpticalFlow`` (same defaults). ``median_filtering`` is
         1 (off), 3 or 5.
+    compile : bool
+        Run the per-warp setup, the median filter and the inner iteration through
+        ``torch.compile`` (fused kernels: much faster on a GPU, after a one-off
+        compilation per image size and batch size). Falls back to eager execution, with a
+        warning, when compilation fails. Results equal the eager ones to float rounding.
+    check_every : int, optional
+        Inner iterations between the host's "have all pairs stopped?" checks (each is a
+        device synchronisation). Every pair still stops exactly where OpenCV would; this
+        only delays the exit of the whole batch. Default 1 on CPU (a check costs nothing
+        there), 4 on other devices.
 
     Returns
     -------
@@ -299,15 +461,21 @@ def tvl1_torch(
     """
     if prev.shape != next.shape or prev.dim() != 3:
         raise ValueError(f"prev and next must both be B x H x W, got {tuple(prev.shape)} and {tuple(next.shape)}")
+    if prev.device != next.device:
+        raise ValueError(f"prev and next must be on one device, got {prev.device} and {next.device}")
     if not 0 < scale_step < 1:
         raise ValueError(f"scale_step must be in (0, 1), got {scale_step}")
     if median_filtering not in (1, 3, 5):
         raise ValueError(f"median_filtering must be 1, 3 or 5, got {median_filtering}")
     if min(nscales, warps, inner_iterations, outer_iterations) < 1:
         raise ValueError("nscales, warps and the iteration counts must be >= 1")
+    if check_every is None:
+        check_every = 1 if prev.device.type == "cpu" else 4
+    if check_every < 1:
+        raise ValueError(f"check_every must be >= 1, got {check_every}")
     dtype = torch.float32
-    i0s = [prev.to(dtype)]
-    i1s = [next.to(dtype)]
+    i0s = [prev.to(dtype).contiguous()]
+    i1s = [next.to(dtype).contiguous()]
     for _ in range(1, nscales):
         h, w = i0s[-1].shape[-2:]
         size = (round(h * scale_step), round(w * scale_step))
@@ -320,6 +488,7 @@ def tvl1_torch(
     params = dict(
         tau=tau, lambda_=lambda_, theta=theta, warps=warps, epsilon=epsilon,
         inner=inner_iterations, outer=outer_iterations, median=median_filtering,
+        check_every=int(check_every), kernels=_kernels(median_filtering, bool(compile)),
     )
     for s in range(len(i0s) - 1, -1, -1):
         u = _one_scale(i0s[s], i1s[s], u, **params)
