@@ -24,7 +24,8 @@ from mertool.train.augment import get_augment
 from test_train_support import TinyFlowNet, ensure_tiny, synthetic_flow, write_flow_h5
 
 ensure_tiny()
-QUICK = ["--model", "tinyflow", "--epochs", "4", "-q"]
+# Engine logic is checked on the CPU (bit-exact comparisons); test_cuda_run covers the GPU path.
+QUICK = ["--model", "tinyflow", "--epochs", "4", "-q", "--device", "cpu"]
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_same_seed_same_metrics(flow_file, tmp_path):
 
 def test_resume_from_epoch_checkpoint_matches_uninterrupted(flow_file, tmp_path, monkeypatch):
     full = tmp_path / "full"
-    args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "6", "-q"]
+    args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "6", "-q", "--device", "cpu"]
     assert cli([*args, "-o", str(full)]) == 0
     # Interrupt the second run right after fold s2 wrote its epoch-4 checkpoint.
     real_save = engine_mod._atomic_torch_save
@@ -254,6 +255,16 @@ def test_subject_with_one_sample_and_batch_of_one(tmp_path):
     assert [r["sample_id"] for r in rows if r["fold"] == "s3"] == ["c012"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_run(flow_file, tmp_path):
+    """GPU path (AMP, device-side data): trains, predicts, and the checkpoints load on the CPU."""
+    run = tmp_path / "gpu"
+    assert cli(["train", str(flow_file), "--model", "tinyflow", "--epochs", "6", "-q", "--device", "cuda", "-o", str(run)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(m["uf1"]) and m["n_samples"] == 24
+    TinyFlowNet(3).load_state_dict(torch.load(run / "folds" / "s1" / "final.pt", weights_only=True))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_asked_but_absent(flow_file, tmp_path, capsys):
     err = _err(capsys, ["train", str(flow_file), *QUICK, "--device", "cuda", "-o", str(tmp_path / "r")])
@@ -262,7 +273,7 @@ def test_cuda_asked_but_absent(flow_file, tmp_path, capsys):
 
 def test_config_yaml_and_unknown_option(flow_file, tmp_path, capsys):
     cfg = _yaml(tmp_path, epochs=2, lr=0.002, augment="flow_hflip", class_balanced=True)
-    assert cli(["train", str(flow_file), "--model", "tinyflow", "-q", "--config", str(cfg), "--epochs", "3",
+    assert cli(["train", str(flow_file), "--model", "tinyflow", "-q", "--config", str(cfg), "--epochs", "3", "--device", "cpu",
                 "-o", str(tmp_path / "r")]) == 0
     got = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert (got["epochs"], got["lr"], got["augment"], got["class_balanced"]) == (3, 0.002, "flow_hflip", True)
@@ -275,7 +286,7 @@ def test_early_stopping_run_and_aux_loss(flow_file, tmp_path):
     run = tmp_path / "es"
     x, labels, subjects = synthetic_flow(n_subjects=4, per_subject=6, signal=0.0)  # nothing to learn: overfits
     noise = write_flow_h5(tmp_path / "noise.h5", x, labels, subjects)
-    assert cli(["train", str(noise), "--model", "tinyflow", "-q", "--epochs", "30", "--early-stopping",
+    assert cli(["train", str(noise), "--model", "tinyflow", "-q", "--epochs", "30", "--early-stopping", "--device", "cpu",
                 "--patience", "2", "--val-fraction", "0.34", "-o", str(run)]) == 0
     folds = _read_csv(run / "folds.csv")
     assert all(int(f["n_val"]) == 6 and int(f["n_train"]) == 12 for f in folds)  # 1 of 3 training subjects
@@ -332,7 +343,7 @@ def test_kill_9_mid_run_then_resume(flow_file, tmp_path):
         "sys.exit(cli(sys.argv[1:]))\n"
     )
     cfg = _yaml(tmp_path, checkpoint_every=1)
-    args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "60", "-q", "--config", str(cfg)]
+    args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "60", "-q", "--config", str(cfg), "--device", "cpu"]
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(script), *args, "-o", str(run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -364,7 +375,7 @@ def test_parallel_fold_workers_match_serial(tmp_path):
     """--jobs 2 (worker processes, registry model) gives the serial run's predictions."""
     x, labels, subjects = synthetic_flow(n_subjects=4, per_subject=6, size=28)
     path = write_flow_h5(tmp_path / "f28.h5", x, labels, subjects)
-    base = ["train", str(path), "--model", "ststnet", "--epochs", "3", "-q"]
+    base = ["train", str(path), "--model", "ststnet", "--epochs", "3", "-q", "--device", "cpu"]
     assert cli([*base, "-o", str(tmp_path / "serial")]) == 0
     assert cli([*base, "-o", str(tmp_path / "par"), "--jobs", "2"]) == 0
     a, b = _read_csv(tmp_path / "serial" / "predictions.csv"), _read_csv(tmp_path / "par" / "predictions.csv")

@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, np.ndarray]:
     tmp = tmp_path_factory.mktemp("pred")
     x, labels, subjects = synthetic_flow(n_subjects=3, per_subject=6)
     path = write_flow_h5(tmp / "flow.h5", x, labels, subjects)
-    assert cli(["train", str(path), "--model", "tinyflow", "--epochs", "3", "-q", "-o", str(tmp / "run")]) == 0
+    assert cli(["train", str(path), "--model", "tinyflow", "--epochs", "3", "-q", "--device", "cpu", "-o", str(tmp / "run")]) == 0
     return tmp / "run", x
 
 
@@ -92,6 +92,6 @@ def test_step_decay_schedule(tiny_run, tmp_path):
     run, _ = tiny_run
     out = tmp_path / "r"
     assert cli(["train", str(run.parent / "flow.h5"), "--model", "tinyflow", "--epochs", "5", "--lr-step", "2",
-                "--lr-gamma", "0.5", "-q", "-o", str(out)]) == 0
+                "--lr-gamma", "0.5", "-q", "--device", "cpu", "-o", str(out)]) == 0
     lrs = [float(line.split(",")[1]) for line in (out / "folds" / "s1" / "log.csv").read_text().splitlines()[1:]]
     assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])  # model default lr 0.01
