@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 # One module per verb group; each has register(app).
-VERB_MODULES = ["index", "align", "flow", "dynimg", "pairs", "info", "models", "train", "keyframes", "importer", "synth"]
+VERB_MODULES = ["index", "align", "flow", "dynimg", "pairs", "info", "models", "train", "keyframes", "importer", "synth", "demo"]
 
 for _name in VERB_MODULES:
     importlib.import_module(f"{__package__}.{_name}").register(app)

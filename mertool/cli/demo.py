@@ -1,0 +1,32 @@
+"""``mertool demo``: the whole chain on the built-in synthetic data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..log import setup_cli_logging
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo", epilog="Example: mertool demo -o mertool_demo   (about a minute: mertool demo --quick)")
+    def demo(
+        out: Path = typer.Option(Path("mertool_demo"), "-o", "--out", help="Demo folder (data, work, pictures, runs)."),
+        model: str = typer.Option("offtanet", "--model", "-m", help="Model to train (flow, dynimg or pairs inputs)."),
+        quick: bool = typer.Option(False, "--quick", help="Small set (6 subjects, 36 clips of 16 frames)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per LOSO fold [default: 20]."),
+        jobs: int = typer.Option(2, "--jobs", "-j", help="Worker processes for clips and folds."),
+        device: str = typer.Option("auto", "--device", help="Training device: auto | cpu | cuda."),
+    ) -> None:
+        """Generate the built-in set and run index, align, keyframes, flow, dynimg, train (LOSO) and report.
+
+        Re-running the same command reuses every finished step.
+        """
+        from ..demo import format_summary, run_demo
+
+        setup_cli_logging()
+        summary = run_demo(out, model=model, quick=quick, jobs=jobs, device=device, epochs=epochs, echo=typer.echo)
+        typer.echo("")
+        typer.echo(format_summary(summary))

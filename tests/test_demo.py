@@ -1,0 +1,156 @@
+"""`mertool demo`: step wiring, model routing, resume, failures, and the real chain."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mertool.cli.main import app, cli
+from mertool.demo import FULL, QUICK, class_flow_picture, demo_steps, run_demo
+from mertool.errors import MertoolError
+from mertool.synth import SynthConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+VERBS = {c.name for c in app.registered_commands}
+
+
+def _paths(argv: list[str]) -> list[str]:
+    return [a for a in argv if a.endswith((".h5", ".csv"))]
+
+
+def test_steps_form_a_chain_of_registered_verbs(tmp_path):
+    steps = demo_steps(tmp_path / "d")
+    assert [s.name for s in steps] == ["synth", "index", "align", "keyframes", "flow", "dynimg", "train", "report"]
+    made: set[str] = set()
+    for step in steps:
+        assert step.argv[0] in VERBS
+        # every file a step reads was written by an earlier step
+        reads = [p for p in _paths(step.argv) if p != str(step.output)]
+        assert set(reads) <= made, (step.name, reads)
+        made.add(str(step.output))
+        assert step.command().startswith(f"mertool {step.argv[0]} ")
+    train = steps[-2].argv
+    assert train[1] == str(tmp_path / "d" / "work" / "flow.h5") and "--model" in train and "offtanet" in train
+
+
+@pytest.mark.parametrize(
+    "model,features,flag",
+    [
+        ("ststnet", "flow.h5", ["--preset", "ststnet", "--size", "28"]),
+        ("dianet-small", "dynimg.h5", ["--size", "64", "--channels", "3"]),
+        ("facesleuth-small", "pairs.h5", ["--size", "64"]),
+    ],
+)
+def test_models_get_the_features_they_read(tmp_path, model, features, flag):
+    steps = {s.name: s for s in demo_steps(tmp_path, model=model)}
+    assert steps["train"].argv[1].endswith(features)
+    producer = next(s for s in steps.values() if str(s.output).endswith(features))
+    text = " ".join(producer.argv)
+    assert " ".join(flag) in text
+
+
+def test_bad_model_and_options(tmp_path, capsys):
+    with pytest.raises(MertoolError, match="nonesuch"):
+        demo_steps(tmp_path, model="nonesuch")
+    with pytest.raises(MertoolError, match="epochs"):
+        demo_steps(tmp_path, epochs=-1)
+    assert cli(["demo", "-o", str(tmp_path), "--model", "nonesuch"]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_run_demo_resumes_and_stops_on_a_failed_step(tmp_path):
+    calls: list[list[str]] = []
+
+    def fake(argv: list[str]) -> int:  # stands in for the CLI: makes each step's output
+        calls.append(argv)
+        step = next(s for s in demo_steps(tmp_path / "d") if s.argv == argv)
+        step.output.parent.mkdir(parents=True, exist_ok=True)
+        if step.name == "train":
+            step.output.write_text(json.dumps({"uar": 0.5, "uf1": 0.4, "accuracy": 0.5}))
+            (step.output.parent / "confusion.png").write_bytes(b"png")
+        elif step.name != "flow":
+            step.output.write_text("x")
+        return 0
+
+    lines: list[str] = []
+    summary = run_demo(tmp_path / "d", runner=fake, echo=lines.append)
+    assert [c[0] for c in calls] == ["synth", "index", "align", "keyframes", "flow", "dynimg", "train", "report"]
+    assert summary["metrics"] == {"uar": 0.5, "uf1": 0.4, "accuracy": 0.5}
+    assert summary["pictures"]["confusion matrix"] == [str(tmp_path / "d" / "runs" / "offtanet" / "confusion.png")]
+    assert json.loads((tmp_path / "d" / "demo.json").read_text())["metrics"]["uar"] == 0.5
+    assert any(line.startswith("[5/8] flow: mertool flow ") for line in lines)
+
+    def broken(argv: list[str]) -> int:
+        return 2 if argv[0] == "align" else 0
+
+    with pytest.raises(MertoolError, match="'align' failed.*re-run"):
+        run_demo(tmp_path / "e", runner=broken, echo=lambda s: None)
+
+
+def test_demo_sh_uses_the_demo_sets():
+    text = (ROOT / "pipelines" / "demo.sh").read_text()
+    for cfg in (FULL, QUICK):
+        assert f"--subjects {cfg.subjects} --per-class {cfg.per_class} --frames {cfg.frames}" in text
+    assert "--amplitude " + ",".join(f"{a:g}" for a in FULL.amplitude) in text
+    assert re.search(r"--classes " + ",".join(FULL.classes), text)
+
+
+def test_class_flow_picture_shows_each_class_mean(tmp_path):
+    import cv2
+
+    from mertool.cache import StageWriter
+
+    w = StageWriter(tmp_path / "flow.h5", "flow", {"t": 1})
+    rng = np.random.default_rng(0)
+    for i, label in enumerate(["a", "a", "b"]):
+        flow = np.zeros((3, 32, 32), np.float32)
+        if label == "a":
+            flow[0, :16] = 1.0  # rightwards motion in the top half only
+        else:
+            flow[1] = rng.uniform(0.5, 1.0, (32, 32))  # downwards everywhere
+        w.add(f"s{i}", {"flow": flow}, {"label": label, "subject": f"p{i}"})
+    w.finish(["s0", "s1", "s2"], stacked=True)
+    png = class_flow_picture(tmp_path / "flow.h5", tmp_path / "c.png", tile=32)
+    img = cv2.imread(str(png))[:, :, ::-1]
+    assert img.shape == (24 + 64, 64, 3)
+    wheel_a, wheel_b = img[24:56, :32], img[24:56, 32:]
+    bright_a, bright_b = wheel_a.max(axis=2), wheel_b.max(axis=2)  # HSV value = magnitude
+    assert bright_a[:16].mean() > 200 and bright_a[16:].max() < 5  # motion only where it was
+    assert bright_b.mean() > 100
+    # rightwards = red hue in the colour wheel
+    assert wheel_a[:16, :, 0].mean() > wheel_a[:16, :, 2].mean() + 50
+
+
+def test_tiny_real_chain_through_the_cli_verbs(tmp_path, capsys):
+    """Every verb really runs (2 subjects, 6 clips, 1 epoch): wiring, not accuracy."""
+    tiny = SynthConfig(subjects=2, per_class=1, frames=8)
+    summary = run_demo(tmp_path / "d", synth=tiny, epochs=1, jobs=1, device="cpu", echo=lambda s: None)
+    assert [s["name"] for s in summary["steps"]][-1] == "report"
+    assert 0 <= summary["metrics"]["uar"] <= 1
+    for what, paths in summary["pictures"].items():
+        assert paths and all(Path(p).is_file() for p in paths), what
+    first = {s["name"]: s["seconds"] for s in summary["steps"]}
+    again = run_demo(tmp_path / "d", synth=tiny, epochs=1, jobs=1, device="cpu", echo=lambda s: None)
+    assert again["metrics"] == summary["metrics"]
+    assert sum(s["seconds"] for s in again["steps"]) < sum(first.values())  # finished steps reused
+
+
+@pytest.mark.slow
+def test_mertool_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli(["demo", "--quick", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "UAR" in text and "pictures:" in text and "(none written)" not in text
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["total_s"] < 300
+    assert (out / "pictures" / "aligned" / "aligned_contact_sheet.png").is_file()
+    assert (out / "runs" / "offtanet" / "confusion.png").is_file()
+    assert (out / "runs" / "offtanet" / "curves.png").is_file()
+    assert "offtanet" in (out / "results.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "work").glob("*.h5")}
+    assert cli(["demo", "--quick", "-o", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "work").glob("*.h5")} == stamps
