@@ -86,20 +86,31 @@ def _cubic_weights(t: torch.Tensor) -> list[torch.Tensor]:
     return [w0, w1, w2, 1 - w0 - w1 - w2]
 
 
-def remap_cubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor) -> torch.Tensor:
+def remap_cubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor, method: str = "gather") -> torch.Tensor:
     """Sample ``images`` (B x C x H x W) at (map_x, map_y) (B x H x W each), bicubic.
 
     Matches ``cv2.remap(..., INTER_CUBIC)`` with float maps and its default border
     (constant 0): taps outside the image count as 0. (OpenCV 5 samples at the exact float
     position; older releases rounded it to 1/32 px.)
+
+    ``method="gather"`` evaluates the 16 taps explicitly (within 2e-4 of OpenCV on the
+    0..255 scale); ``"grid_sample"`` uses ``F.grid_sample`` (the same a = -0.75 kernel
+    and zero border in one fused kernel, ~10x faster; the round trip through normalised
+    coordinates moves the sample by ~1e-5 px, i.e. differences up to ~3e-3 at steep edges).
     """
+    big = float(1 << 20)  # keep float->index conversions safe for wild flows
+    x = map_x.clamp(-big, big)
+    y = map_y.clamp(-big, big)
     b, c, h, w = images.shape
+    if method == "grid_sample":
+        # align_corners=True: -1 and 1 are the centres of the first and last pixels
+        grid = torch.stack([x * (2.0 / max(w - 1, 1)) - 1.0, y * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
+        return F.grid_sample(images, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+    if method != "gather":
+        raise ValueError(f"method must be 'gather' or 'grid_sample', got {method!r}")
     pad = 2
     padded = F.pad(images, (pad, pad, pad, pad))  # zeros outside
     hp, wp = h + 2 * pad, w + 2 * pad
-    big = float(1 << 20)  # keep the float->long conversion safe for wild flows
-    x = map_x.clamp(-big, big)
-    y = map_y.clamp(-big, big)
     x0 = torch.floor(x)
     y0 = torch.floor(y)
     wx = _cubic_weights(x - x0)
@@ -177,41 +188,27 @@ def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, gy
 
 
-def _forward_gradient(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward differences of (..., H, W), zero in the last column / row."""
-    gx = torch.zeros_like(u)
-    gy = torch.zeros_like(u)
-    torch.sub(u[..., :, 1:], u[..., :, :-1], out=gx[..., :, :-1])
-    torch.sub(u[..., 1:, :], u[..., :-1, :], out=gy[..., :-1, :])
-    return gx, gy
-
-
-def _divergence(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Backward differences with p = 0 before the first column / row (-adjoint of the above)."""
-    d = px + py
-    d[..., :, 1:] -= px[..., :, :-1]
-    d[..., 1:, :] -= py[..., :-1, :]
-    return d
-
-
 # --- the solver ---------------------------------------------------------------------
 #
-# The iteration is written as pure functions of tensors (no argument is modified, no
-# host synchronisation inside) so that the same code runs eagerly or through
-# torch.compile, on any device. Per-pair convergence lives in a boolean ``active`` mask
-# on the device; pairs that have stopped are carried along unchanged (torch.where), and
-# the host only asks "has every pair stopped?" every ``check_every`` inner iterations.
+# The iteration is written twice, with the same arithmetic: as pure functions of tensors
+# (no argument modified, no host synchronisation) for torch.compile to fuse into a few
+# kernels, and as in-place eager functions writing into buffers allocated once per
+# pyramid level (2-3x faster than the pure ones when run eagerly: fewer passes over
+# memory, no allocations). Per-pair convergence lives in a boolean ``active`` mask on
+# the device; stopped pairs are carried along unchanged, and the host only asks "has
+# every pair stopped?" every ``check_every`` inner iterations.
 
 
 def _forward_gradient_pure(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`_forward_gradient` without writes into preallocated tensors."""
+    """Forward differences of (..., H, W), zero in the last column / row."""
     gx = F.pad(u[..., :, 1:] - u[..., :, :-1], (0, 1))
     gy = F.pad(u[..., 1:, :] - u[..., :-1, :], (0, 0, 0, 1))
     return gx, gy
 
 
 def _divergence_pure(px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """:func:`_divergence` without in-place writes (same operations, same rounding)."""
+    """Backward differences with p = 0 before the first column / row (minus the adjoint
+    of the forward gradient)."""
     return (px + py) - F.pad(px[..., :, :-1], (1, 0)) - F.pad(py[..., :-1, :], (0, 0, 1, 0))
 
 
@@ -272,7 +269,7 @@ def _make_median_update(k: int):
     net = _median_network(k * k)  # built here, outside anything torch.compile traces
 
     def median_update(u: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """k x k median of each flow component, applied to the active pairs only."""
+        """k x k median of each flow component, applied to the active pairs only (pure)."""
         b, c, h, w = u.shape
         r = k // 2
         padded = F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate").reshape(b * c, h + 2 * r, w + 2 * r)
@@ -289,8 +286,105 @@ def _make_median_update(k: int):
     return median_update
 
 
+class _Workspace:
+    """Buffers of one pyramid level for the in-place eager iteration."""
+
+    def __init__(self, u: torch.Tensor) -> None:
+        b, c, h, w = u.shape
+        self.r = u.new_empty(b, 1, h, w)
+        self.t = torch.empty_like(u)
+        self.n = torch.empty_like(u)
+        self.d = torch.empty_like(u)
+        self.ng = torch.empty_like(u)
+        self.ux = torch.zeros_like(u)  # the last column / row stays 0
+        self.uy = torch.zeros_like(u)
+        self.pool: list[torch.Tensor] = []  # spare b*c x h x w buffers for the median
+
+
+def inner_step_(
+    u: torch.Tensor,
+    px: torch.Tensor,
+    py: torch.Tensor,
+    gI: torch.Tensor,
+    rho_c: torch.Tensor,
+    inv_grad: torch.Tensor,
+    active: torch.Tensor,
+    l_t: float,
+    theta: float,
+    taut: float,
+    eps2: float,
+    ws: _Workspace,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`inner_step` updating ``u``, ``px``, ``py`` in place (buffers from ``ws``)."""
+    r, t, n, d, ng, ux, uy = ws.r, ws.t, ws.n, ws.d, ws.ng, ws.ux, ws.uy
+    sel = active.view(-1, 1, 1, 1)
+    torch.mul(gI, u, out=t)
+    torch.sum(t, 1, keepdim=True, out=r)
+    r.add_(rho_c).mul_(inv_grad).clamp_(-l_t, l_t)  # the clipped step fi
+    torch.add(px, py, out=d)  # divergence of (px, py)
+    d[..., :, 1:] -= px[..., :, :-1]
+    d[..., 1:, :] -= py[..., :-1, :]
+    torch.addcmul(u, r, gI, value=-1.0, out=n)
+    n.add_(d, alpha=theta)
+    err = torch.sub(n, u, out=t).square_().sum(dim=(1, 2, 3))
+    torch.where(sel, n, u, out=u)
+    # forward gradient of the new u (equal to n for the active pairs; the dual update of
+    # the stopped ones is switched off below through their step size 0)
+    torch.sub(u[..., :, 1:], u[..., :, :-1], out=ux[..., :, :-1])
+    torch.sub(u[..., 1:, :], u[..., :-1, :], out=uy[..., :-1, :])
+    tm = sel.to(u.dtype) * taut
+    torch.mul(ux, ux, out=ng).addcmul_(uy, uy).sqrt_().mul_(tm).add_(1.0)
+    px.addcmul_(ux, tm).div_(ng)  # px + 0 * ux = px, / 1: exactly unchanged when stopped
+    py.addcmul_(uy, tm).div_(ng)
+    return u, px, py, active & (err > eps2)
+
+
+def _make_median_update_(k: int):
+    net = _median_network(k * k)
+
+    def median_update_(u: torch.Tensor, active: torch.Tensor, ws: _Workspace) -> torch.Tensor:
+        """:func:`median_update` writing into ``u`` and reusing buffers from ``ws``."""
+        b, c, h, w = u.shape
+        r = k // 2
+        padded = F.pad(u.reshape(b * c, 1, h, w), (r, r, r, r), mode="replicate").reshape(b * c, h + 2 * r, w + 2 * r)
+        v = [padded[:, i : i + h, j : j + w] for i in range(k) for j in range(k)]
+        own = [False] * len(v)  # v[i] is a buffer of ours (not a view of padded)
+        pool = ws.pool
+
+        def buf() -> torch.Tensor:
+            return pool.pop() if pool else u.new_empty(b * c, h, w)
+
+        for a, bb, lo, hi in net:
+            va, vb = v[a], v[bb]
+            if lo and hi:
+                mn = torch.minimum(va, vb, out=buf())
+                if own[bb]:
+                    torch.maximum(va, vb, out=vb)
+                else:
+                    v[bb], own[bb] = torch.maximum(va, vb, out=buf()), True
+                if own[a]:
+                    pool.append(va)
+                v[a], own[a] = mn, True
+            elif lo:
+                if own[a]:
+                    torch.minimum(va, vb, out=va)
+                else:
+                    v[a], own[a] = torch.minimum(va, vb, out=buf()), True
+            elif hi:
+                if own[bb]:
+                    torch.maximum(va, vb, out=vb)
+                else:
+                    v[bb], own[bb] = torch.maximum(va, vb, out=buf()), True
+        m = v[(k * k) // 2].view(b, c, h, w)
+        torch.where(active.view(-1, 1, 1, 1), m, u, out=u)
+        pool.extend(x for x, o in zip(v, own) if o)
+        return u
+
+    return median_update_
+
+
 def warp_setup(
-    stack: torch.Tensor, i0: torch.Tensor, u: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor
+    stack: torch.Tensor, i0: torch.Tensor, u: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, remap: str = "grid_sample"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linearise the data term around the current flow (once per warp).
 
@@ -299,7 +393,7 @@ def warp_setup(
     ``1 / |gI|^2`` (B x 1 x H x W each; where the gradient vanishes the step it scales is
     moot, so the square is clamped to float32's epsilon).
     """
-    warped = remap_cubic(stack, xs + u[:, 0], ys + u[:, 1])
+    warped = remap_cubic(stack, xs + u[:, 0], ys + u[:, 1], method=remap)
     gI = warped[:, 1:3].contiguous()
     grad = (gI * gI).sum(1, keepdim=True)
     rho_c = warped[:, :1] - (gI * u).sum(1, keepdim=True) - i0.unsqueeze(1)
@@ -312,7 +406,13 @@ _TINY = float(np.finfo(np.float32).eps)
 
 class _Compiled:
     """``torch.compile(fn)`` that falls back to ``fn`` (warning once) when compiling or
-    running the compiled code fails, e.g. on a machine without a working compiler."""
+    running the compiled code fails, e.g. on a machine without a working compiler.
+
+    Shapes are compiled as dynamic: one compilation serves every pyramid level and batch
+    size (with static shapes each (level, batch) pair would be compiled anew, minutes of
+    compilation for a run over several batch sizes). Batches of one pair get their own
+    specialisation (torch specialises sizes of 1).
+    """
 
     def __init__(self, fn, name: str) -> None:
         self.fn = fn
@@ -324,45 +424,44 @@ class _Compiled:
         if not self.broken:
             try:
                 if self.compiled is None:
-                    self.compiled = torch.compile(self.fn, dynamic=False, fullgraph=True)
+                    self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
                 return self.compiled(*args)
             except Exception as exc:  # noqa: BLE001 -- any compiler failure: stay correct, run eagerly
                 self.broken = True
+                msg = str(exc).strip().splitlines()
                 warnings.warn(
                     f"tvl1_torch: torch.compile of {self.name} failed ({type(exc).__name__}: "
-                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); running it eagerly",
+                    f"{msg[0] if msg else ''}); running it eagerly",
                     RuntimeWarning,
                     stacklevel=2,
                 )
         return self.fn(*args)
 
 
-_KERNELS: dict[tuple[str, int, bool], object] = {}
+_KERNELS: dict[tuple[int, bool], tuple] = {}
 
 
 def _kernels(median: int, compile: bool) -> tuple:
-    """(warp_setup, median_update, inner_step), compiled or not (cached per process)."""
-    key = ("all", median, compile)
+    """``(median_update or None, step, in_place)`` for the solver, cached per process (so
+    compiled code is reused by later calls): the in-place eager functions, or the pure
+    ones through torch.compile."""
+    key = (median, compile)
     if key not in _KERNELS:
-        fns = [warp_setup, _make_median_update(median) if median > 1 else None, inner_step]
         if compile:
             _raise_recompile_limit()
-            names = ["warp_setup", f"median{median}", "inner_step"]
-            fns = [_Compiled(f, n) if f is not None else None for f, n in zip(fns, names)]
-        _KERNELS[key] = tuple(fns)
+            med = _Compiled(_make_median_update(median), f"the {median}x{median} median") if median > 1 else None
+            _KERNELS[key] = (med, _Compiled(inner_step, "the inner iteration"), False)
+        else:
+            _KERNELS[key] = (_make_median_update_(median) if median > 1 else None, inner_step_, True)
     return _KERNELS[key]
 
 
-def _raise_recompile_limit(limit: int = 256) -> None:
-    # shapes are static: each pyramid level and batch size is its own compilation, more
-    # than dynamo's default limit of 8 per function (past which it silently runs eagerly)
+def _raise_recompile_limit(limit: int = 64) -> None:
+    # past dynamo's per-function limit (8) a new specialisation silently runs eagerly
     cfg = torch._dynamo.config
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(cfg, name) and getattr(cfg, name) < limit:
             setattr(cfg, name, limit)
-    for name in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(cfg, name) and getattr(cfg, name) < 4 * limit:
-            setattr(cfg, name, 4 * limit)
 
 
 def _one_scale(
@@ -379,10 +478,11 @@ def _one_scale(
     outer: int,
     median: int,
     check_every: int,
+    remap: str,
     kernels: tuple,
 ) -> torch.Tensor:
     """Refine the flow ``u`` (B x 2 x H x W) at one pyramid level."""
-    setup, median_update, step = kernels
+    median_update, step, in_place = kernels
     b, h, w = i0.shape
     eps2 = float(epsilon * epsilon * h * w)
     l_t = float(lambda_ * theta)
@@ -397,14 +497,15 @@ def _one_scale(
     )
     px = torch.zeros_like(u)
     py = torch.zeros_like(u)
+    ws = (_Workspace(u),) if in_place else ()  # the in-place functions' extra argument
     for _ in range(warps):
-        gI, rho_c, inv_grad = setup(stack, i0, u, xs, ys)
+        gI, rho_c, inv_grad = warp_setup(stack, i0, u, xs, ys, remap)
         active = torch.ones(b, dtype=torch.bool, device=i0.device)
         for _ in range(outer):
             if median_update is not None:
-                u = median_update(u, active)
+                u = median_update(u, active, *ws)
             for it in range(1, inner + 1):
-                u, px, py, active = step(u, px, py, gI, rho_c, inv_grad, active, l_t, theta, taut, eps2)
+                u, px, py, active = step(u, px, py, gI, rho_c, inv_grad, active, l_t, theta, taut, eps2, *ws)
                 # the only host synchronisation: stop the whole batch once every pair has
                 # stopped (a stopped pair is already frozen by the mask)
                 if (it % check_every == 0 or it == inner) and not bool(active.any()):
@@ -432,6 +533,7 @@ def tvl1_torch(
     median_filtering: int = 5,
     compile: bool = False,
     check_every: int | None = None,
+    remap: str = "grid_sample",
 ) -> torch.Tensor:
     """Dual TV-L1 flow from ``prev`` to ``next`` for a batch of grayscale pairs.
 
@@ -444,15 +546,20 @@ def tvl1_torch(
         As in OpenCV's ``DualTVL1OpticalFlow`` (same defaults). ``median_filtering`` is
         1 (off), 3 or 5.
     compile : bool
-        Run the per-warp setup, the median filter and the inner iteration through
-        ``torch.compile`` (fused kernels: much faster on a GPU, after a one-off
-        compilation per image size and batch size). Falls back to eager execution, with a
-        warning, when compilation fails. Results equal the eager ones to float rounding.
+        Run the median filter and the inner iteration through ``torch.compile`` (fused
+        kernels instead of ~25 and ~200 small ones: much faster on a GPU, after a
+        one-off compilation of tens of seconds per process). Falls back to eager
+        execution, with a warning, when compilation fails. Each step equals its eager
+        counterpart to float rounding; over thousands of iterations the flows differ by
+        ~0.01 px on average (the same order as the rounding-level spread against OpenCV).
     check_every : int, optional
         Inner iterations between the host's "have all pairs stopped?" checks (each is a
         device synchronisation). Every pair still stops exactly where OpenCV would; this
         only delays the exit of the whole batch. Default 1 on CPU (a check costs nothing
         there), 4 on other devices.
+    remap : {"grid_sample", "gather"}
+        Bicubic warping implementation (:func:`remap_cubic`); ``gather`` is the slower,
+        tap-by-tap one.
 
     Returns
     -------
@@ -473,6 +580,8 @@ def tvl1_torch(
         check_every = 1 if prev.device.type == "cpu" else 4
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
+    if remap not in ("grid_sample", "gather"):
+        raise ValueError(f"remap must be 'grid_sample' or 'gather', got {remap!r}")
     dtype = torch.float32
     i0s = [prev.to(dtype).contiguous()]
     i1s = [next.to(dtype).contiguous()]
@@ -484,11 +593,12 @@ def tvl1_torch(
         step = (1.0 / scale_step, 1.0 / scale_step)
         i0s.append(resize_linear(i0s[-1], size, step))
         i1s.append(resize_linear(i1s[-1], size, step))
+    # u is the solver's own tensor throughout (the eager functions update it in place)
     u = torch.zeros((i0s[-1].shape[0], 2, *i0s[-1].shape[-2:]), dtype=dtype, device=prev.device)
     params = dict(
         tau=tau, lambda_=lambda_, theta=theta, warps=warps, epsilon=epsilon,
         inner=inner_iterations, outer=outer_iterations, median=median_filtering,
-        check_every=int(check_every), kernels=_kernels(median_filtering, bool(compile)),
+        check_every=int(check_every), remap=remap, kernels=_kernels(median_filtering, bool(compile)),
     )
     for s in range(len(i0s) - 1, -1, -1):
         u = _one_scale(i0s[s], i1s[s], u, **params)
