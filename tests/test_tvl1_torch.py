@@ -54,3 +54,240 @@ def test_batch_gives_the_pairs_own_answers() -> None:
     one = tvl1_torch(torch.tensor(a1)[None].float(), torch.tensor(b1)[None].float())
     assert batch.shape == (2, 2, 64, 64)
     assert float((batch[1] - one[0]).abs().mean()) < 1e-3
+
+
+# --- the GPU-oriented solver: masked updates, delayed exit, compile ------------------------
+
+import shutil  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from mertool.preprocess import tvl1_torch as T  # noqa: E402
+
+
+def _pairs(size: int = 48):
+    from test_flow import face_gray, warp_pair
+
+    # different motions converge after different numbers of iterations
+    specs = [(0.7, -0.3, 0.0), (-1.6, 0.9, 0.0), (1.2, 0.4, size / 6)]
+    ps = [warp_pair(face_gray(size), dx, dy, bump) for dx, dy, bump in specs]
+    a = torch.tensor(np.stack([p[0] for p in ps])).float()
+    b = torch.tensor(np.stack([p[1] for p in ps])).float()
+    return a, b, np.stack([p[2] for p in ps])
+
+
+def _state(b: int = 3, h: int = 20, w: int = 24, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, 2, h, w, generator=g)
+    px = torch.randn(b, 2, h, w, generator=g) * 0.2
+    py = torch.randn(b, 2, h, w, generator=g) * 0.2
+    gI = torch.randn(b, 2, h, w, generator=g) * 8
+    rho_c = torch.randn(b, 1, h, w, generator=g) * 20
+    inv_grad = 1.0 / (gI * gI).sum(1, keepdim=True)
+    return u, px, py, gI, rho_c, inv_grad
+
+
+def _reference_step(u, px, py, gI, rho_c, l_t, theta, taut):
+    """One Dual TV-L1 iteration in float64 NumPy, OpenCV's three-case thresholding."""
+    u, px, py, gI, rho_c = (np.asarray(x, np.float64) for x in (u, px, py, gI, rho_c))
+    grad = (gI**2).sum(1, keepdims=True)
+    rho = rho_c + (gI * u).sum(1, keepdims=True)
+    d = np.where(rho < -l_t * grad, l_t * gI, np.where(rho > l_t * grad, -l_t * gI, -rho / grad * gI))
+    div = px.copy()
+    div[..., 1:] -= px[..., :-1]
+    div = div + py
+    div[..., 1:, :] -= py[..., :-1, :]
+    n = u + d + theta * div
+    err = ((n - u) ** 2).sum(axis=(1, 2, 3))
+    ux = np.zeros_like(n)
+    uy = np.zeros_like(n)
+    ux[..., :-1] = n[..., 1:] - n[..., :-1]
+    uy[..., :-1, :] = n[..., 1:, :] - n[..., :-1, :]
+    ng = 1 + taut * np.sqrt(ux**2 + uy**2)
+    return n, (px + taut * ux) / ng, (py + taut * uy) / ng, err
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_inner_step_matches_reference_and_freezes_stopped_pairs(in_place: bool) -> None:
+    u, px, py, gI, rho_c, inv_grad = _state()
+    l_t, theta, taut = 0.045, 0.3, 0.25 / 0.3
+    n, qx, qy, err = _reference_step(u, px, py, gI, rho_c, l_t, theta, taut)
+    eps2 = float(np.sort(err)[1])  # pair with the smallest change stops; the largest two: one at eps2
+    active = torch.tensor([True, False, True])
+    args = (gI, rho_c, inv_grad, active, l_t, theta, taut, eps2)
+    if in_place:
+        state = [x.clone() for x in (u, px, py)]
+        got = T.inner_step_(*state, *args, T._Workspace(u))
+        assert all(g is s for g, s in zip(got[:3], state))  # updated in place
+    else:
+        got = T.inner_step(u, px, py, *args)
+    for k, (g, ref, old) in enumerate(zip(got[:3], (n, qx, qy), (u, px, py))):
+        assert torch.equal(g[1], old[1]), f"stopped pair changed (field {k})"
+        assert np.allclose(g[[0, 2]].numpy(), ref[[0, 2]], rtol=1e-5, atol=1e-4), f"field {k}"
+    assert got[3].tolist() == [bool(err[0] > eps2), False, bool(err[2] > eps2)]
+
+
+def test_median_update_pure_and_in_place_equal_cv2() -> None:
+    u = (torch.rand(3, 2, 21, 17, generator=torch.Generator().manual_seed(3)) * 9).round()
+    active = torch.tensor([True, False, True])
+    pure = T._make_median_update(5)(u, active)
+    ws = T._Workspace(u)
+    inplace = T._make_median_update_(5)
+    for _ in range(2):  # second run reuses the workspace's buffers
+        got = inplace(u.clone(), active, ws)
+        assert torch.equal(got, pure)
+    assert torch.equal(pure[1], u[1])
+    for i in (0, 2):
+        for c in range(2):
+            assert np.array_equal(pure[i, c].numpy(), cv2.medianBlur(u[i, c].numpy(), 5))
+
+
+def _count_active_iterations(monkeypatch, compile_: bool = False) -> list:
+    """Record the ``active`` mask at every inner iteration of the eager solver."""
+    med, step, in_place = T._kernels(5, compile_)
+    seen: list = []
+
+    def counting_step(*args):
+        seen.append(args[6].clone())
+        return step(*args)
+
+    monkeypatch.setitem(T._KERNELS, (5, compile_), (med, counting_step, in_place))
+    return seen
+
+
+def test_masked_batch_equals_each_pair_alone(monkeypatch) -> None:
+    a, b, _ = _pairs()
+    seen = _count_active_iterations(monkeypatch)
+    batch = T.tvl1_torch(a, b, check_every=7, nscales=2)
+    masks = torch.stack(seen)  # iterations x pairs
+    per_pair = masks.sum(0).tolist()
+    # the pairs stopped at different iterations, and the batch ran past some pair's stop
+    assert len(set(per_pair)) == 3 and len(masks) > min(per_pair)
+    seen.clear()
+    for i in range(3):
+        alone = T.tvl1_torch(a[i : i + 1], b[i : i + 1], check_every=1, nscales=2)
+        assert torch.allclose(batch[i], alone[0], atol=1e-5), i
+        assert int(torch.stack(seen).sum()) == per_pair[i]  # same iterations, one at a time
+        seen.clear()
+
+
+def test_check_every_changes_nothing() -> None:
+    a, b, _ = _pairs(40)
+    ref = T.tvl1_torch(a, b, check_every=1)
+    for k in (3, 10, 1000):
+        assert torch.equal(T.tvl1_torch(a, b, check_every=k), ref)
+
+
+def test_recovers_known_flow_with_grid_sample_and_gather() -> None:
+    a, b, truth = _pairs(64)
+    for remap in ("grid_sample", "gather"):
+        out = T.tvl1_torch(a, b, remap=remap).numpy()
+        e = np.sqrt(((out - truth) ** 2).sum(1))[:, 8:-8, 8:-8].mean(axis=(1, 2))
+        assert (e < 0.1).all(), (remap, e)
+
+
+def test_remap_grid_sample_matches_cv2_remap() -> None:
+    rng = np.random.default_rng(5)
+    img = (rng.random((40, 52)) * 255).astype(np.float32)
+    mx = (np.arange(52)[None, :] + rng.normal(0, 4, (40, 52))).astype(np.float32)
+    my = (np.arange(40)[:, None] + rng.normal(0, 4, (40, 52))).astype(np.float32)
+    ref = cv2.remap(img, mx, my, cv2.INTER_CUBIC)  # zero border
+    got = remap_cubic(torch.tensor(img)[None, None], torch.tensor(mx)[None], torch.tensor(my)[None], method="grid_sample")
+    assert np.abs(got[0, 0].numpy() - ref).max() < 5e-3
+    with pytest.raises(ValueError):
+        remap_cubic(torch.tensor(img)[None, None], torch.tensor(mx)[None], torch.tensor(my)[None], method="nearest")
+
+
+def test_bad_arguments() -> None:
+    a, b, _ = _pairs(32)
+    with pytest.raises(ValueError, match="check_every"):
+        T.tvl1_torch(a, b, check_every=0)
+    with pytest.raises(ValueError, match="remap"):
+        T.tvl1_torch(a, b, remap="linear")
+    with pytest.raises(ValueError, match="B x H x W"):
+        T.tvl1_torch(a, b[:2])
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(T, "_KERNELS", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    a, b, truth = _pairs(40)
+    with pytest.warns(RuntimeWarning, match="torch.compile of .* failed .*no compiler here"):
+        out = T.tvl1_torch(a, b, compile=True)
+    med, step, in_place = T._KERNELS[(5, True)]
+    assert med.broken and step.broken and not in_place
+    eager = T.tvl1_torch(a, b)
+    assert float((out - eager).abs().mean()) < 0.02
+    e = np.sqrt(((out.numpy() - truth) ** 2).sum(1))[:, 6:-6, 6:-6].mean()
+    assert e < 0.1
+
+
+def test_compile_option_reaches_the_solver(tmp_path: Path, capsys, monkeypatch) -> None:
+    from test_flow import face_clip, write_aligned
+
+    from mertool.cli.main import cli
+
+    seen = []
+    solver = T.tvl1_torch
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("compile"))
+        return solver(*args, **{**kwargs, "compile": False})
+
+    monkeypatch.setattr(T, "tvl1_torch", spy)
+    aligned = write_aligned(tmp_path / "aligned.h5", [{"id": "a", "frames": face_clip(48, 2)}])
+    rc = cli(["flow", str(aligned), "-o", str(tmp_path / "f.h5"), "--backend", "torch", "--device", "cpu",
+              "--flow-size", "0", "--size", "16", "--compile"])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [True]
+    rc = cli(["flow", str(aligned), "-o", str(tmp_path / "g.h5"), "--backend", "torch", "--device", "cpu",
+              "--flow-size", "0", "--size", "16"])
+    assert rc == 0 and seen == [True, False]
+    assert "--compile" in _help(capsys, cli)
+
+
+def _help(capsys, cli) -> str:
+    capsys.readouterr()
+    try:
+        cli(["flow", "--help"])
+    except SystemExit:
+        pass
+    return capsys.readouterr().out
+
+
+def _compile_available() -> bool:
+    # CPU inductor needs a C++ compiler; dynamo needs a supported Python
+    return bool(torch._dynamo.is_dynamo_supported()) and any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _compile_available(), reason="torch.compile unavailable (no dynamo support or no C++ compiler)")
+def test_compiled_equals_eager(monkeypatch) -> None:
+    monkeypatch.setattr(T, "_KERNELS", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager fails the test
+        # each compiled function against its eager twin, stopped pairs included
+        u, px, py, gI, rho_c, inv_grad = _state(3, 26, 22, seed=7)
+        active = torch.tensor([True, False, True])
+        med, step, _ = T._kernels(5, True)
+        args = (gI, rho_c, inv_grad, active, 0.045, 0.3, 0.25 / 0.3, 1.0)
+        got = step(u, px, py, *args)
+        ref = T.inner_step_(u.clone(), px.clone(), py.clone(), *args, T._Workspace(u))
+        for g, r in zip(got, ref):
+            assert torch.allclose(g, r, rtol=1e-5, atol=1e-5)
+        assert torch.equal(got[1][1], px[1])
+        assert torch.equal(med(u, active), T._make_median_update_(5)(u.clone(), active, T._Workspace(u)))
+        # the whole solver, on two batch sizes (one compilation, dynamic shapes)
+        a, b, truth = _pairs(48)
+        for sl in (slice(0, 3), slice(1, 2)):
+            comp = T.tvl1_torch(a[sl], b[sl], compile=True)
+            eager = T.tvl1_torch(a[sl], b[sl])
+            assert float((comp - eager).abs().mean()) < 0.02
+            e = np.sqrt(((comp.numpy() - truth[sl]) ** 2).sum(1))[:, 6:-6, 6:-6].mean()
+            assert e < 0.1
+    assert not med.broken and not step.broken

@@ -38,6 +38,9 @@ def register(app: typer.Typer) -> None:
         backend: Optional[str] = typer.Option(None, help="TV-L1 implementation: opencv or torch [default: opencv]."),
         device: str = typer.Option("auto", help="torch backend device: auto, cpu or cuda."),
         batch_size: int = typer.Option(64, "--batch-size", help="torch backend: pairs solved at once."),
+        compile: bool = typer.Option(
+            False, "--compile", help="torch backend: fuse the solver with torch.compile (GPU speed-up after a one-off compile)."
+        ),
         tau: Optional[float] = typer.Option(None, help="TV-L1 time step [default: 0.25]."),
         lambda_: Optional[float] = typer.Option(None, "--lambda", help="TV-L1 data weight [default: 0.15]."),
         theta: Optional[float] = typer.Option(None, help="TV-L1 coupling [default: 0.3]."),
@@ -79,7 +82,7 @@ def register(app: typer.Typer) -> None:
         )
         path = run_flow(
             aligned_h5, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview,
-            device=device, batch_size=batch_size,
+            device=device, batch_size=batch_size, compile=compile,
         )
         sf = open_stage(path)
         total = len(sf) + len(sf.failed)

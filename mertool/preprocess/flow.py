@@ -152,7 +152,7 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def _torch_flows(prevs: np.ndarray, nexts: np.ndarray, p: dict[str, Any], device: str) -> np.ndarray:
+def _torch_flows(prevs: np.ndarray, nexts: np.ndarray, p: dict[str, Any], device: str, compile: bool = False) -> np.ndarray:
     import torch
 
     from .tvl1_torch import tvl1_torch
@@ -163,7 +163,7 @@ def _torch_flows(prevs: np.ndarray, nexts: np.ndarray, p: dict[str, Any], device
     b = torch.as_tensor(nexts, dtype=torch.float32, device=device)
     kw = {k: v for k, v in p.items() if k != "gamma"}
     with torch.no_grad():
-        return tvl1_torch(a, b, **kw).cpu().numpy()
+        return tvl1_torch(a, b, compile=compile, **kw).cpu().numpy()
 
 
 def _opencv_task(args: tuple[int, np.ndarray, np.ndarray, dict, int]) -> tuple[int, np.ndarray]:
@@ -182,6 +182,7 @@ def tvl1_many(
     jobs: int = 1,
     batch_size: int = 64,
     progress: bool = False,
+    compile: bool = False,
     **params: Any,
 ) -> np.ndarray:
     """Dual TV-L1 flow for many frame pairs.
@@ -197,6 +198,9 @@ def tvl1_many(
         ``torch``: batches of ``batch_size`` pairs on ``device``.
     device : {"auto", "cpu", "cuda"}
         torch backend only.
+    compile : bool
+        torch backend only: fuse the solver's iteration with ``torch.compile`` (much
+        faster on a GPU after a one-off compilation; see :func:`.tvl1_torch.tvl1_torch`).
     **params
         TV-L1 parameters (:data:`TVL1_DEFAULTS`, OpenCV's defaults).
 
@@ -228,7 +232,7 @@ def tvl1_many(
         raise MertoolError(f"batch_size must be >= 1, got {batch_size}")
     a = np.stack([x for x, _ in pairs])
     b = np.stack([y for _, y in pairs])
-    chunks = [_torch_flows(a[i : i + batch_size], b[i : i + batch_size], p, dev) for i in range(0, len(a), batch_size)]
+    chunks = [_torch_flows(a[i : i + batch_size], b[i : i + batch_size], p, dev, compile) for i in range(0, len(a), batch_size)]
     return np.concatenate(chunks).astype(np.float32)
 
 
@@ -517,6 +521,7 @@ def run_flow(
     *,
     device: str = "auto",
     batch_size: int = 64,
+    compile: bool = False,
     preview_count: int = 4,
     progress: bool = True,
 ) -> Path:
@@ -541,8 +546,10 @@ def run_flow(
     preview : path, optional
         Folder for ``<sample>.png`` pictures (onset | apex | flow wheel | strain) of the
         first ``preview_count`` samples.
-    device, batch_size
-        torch backend: device (auto/cpu/cuda) and pairs per batch.
+    device, batch_size, compile
+        torch backend: device (auto/cpu/cuda), pairs per batch, and whether to fuse the
+        solver with ``torch.compile`` (a run option like the device: not recorded, the
+        flows agree with the eager ones to ~0.02 px mean EPE).
 
     Returns
     -------
@@ -627,7 +634,9 @@ def run_flow(
             for ks in by_shape.values():
                 prevs = [batch[k][2][0] for k in ks for _ in batch[k][2][1]]
                 nexts = [t for k in ks for t in batch[k][2][1]]
-                flows = tvl1_many(prevs, nexts, backend="torch", device=device, batch_size=batch_size, **config.tvl1())
+                flows = tvl1_many(
+                    prevs, nexts, backend="torch", device=device, batch_size=batch_size, compile=compile, **config.tvl1()
+                )
                 at = 0
                 for k in ks:
                     sid, meta, (onset, targets, numbers) = batch[k]
