@@ -195,7 +195,10 @@ def test_remap_grid_sample_matches_cv2_remap() -> None:
     my = (np.arange(40)[:, None] + rng.normal(0, 4, (40, 52))).astype(np.float32)
     ref = cv2.remap(img, mx, my, cv2.INTER_CUBIC)  # zero border
     got = remap_cubic(torch.tensor(img)[None, None], torch.tensor(mx)[None], torch.tensor(my)[None], method="grid_sample")
-    assert np.abs(got[0, 0].numpy() - ref).max() < 5e-3
+    assert np.abs(got[0, 0].numpy() - ref).max() < 2e-3
+    ys, xs = np.mgrid[0:40, 0:52].astype(np.float32)  # integer positions: the pixels exactly
+    same = remap_cubic(torch.tensor(img)[None, None], torch.tensor(xs)[None], torch.tensor(ys)[None], method="grid_sample")
+    assert torch.equal(same[0, 0], torch.tensor(img))
     with pytest.raises(ValueError):
         remap_cubic(torch.tensor(img)[None, None], torch.tensor(mx)[None], torch.tensor(my)[None], method="nearest")
 

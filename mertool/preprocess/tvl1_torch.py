@@ -93,10 +93,13 @@ def remap_cubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor, 
     (constant 0): taps outside the image count as 0. (OpenCV 5 samples at the exact float
     position; older releases rounded it to 1/32 px.)
 
-    ``method="gather"`` evaluates the 16 taps explicitly (within 2e-4 of OpenCV on the
-    0..255 scale); ``"grid_sample"`` uses ``F.grid_sample`` (the same a = -0.75 kernel
-    and zero border in one fused kernel, ~10x faster; the round trip through normalised
-    coordinates moves the sample by ~1e-5 px, i.e. differences up to ~3e-3 at steep edges).
+    ``method="gather"`` evaluates the 16 taps explicitly; ``"grid_sample"`` uses
+    ``F.grid_sample`` (the same a = -0.75 kernel and zero border, one fused kernel, 3x
+    faster on a CPU and far fewer launches on a GPU). It runs in float64 on a zero-padded
+    power-of-two canvas: in float32 the round trip through grid_sample's normalised
+    coordinates moves samples by ~1e-5 px, enough to turn identical frames into a
+    nonzero flow over the pyramid; this way it is exact, and integer positions return
+    the pixels bit for bit. Both are within 2e-4 of OpenCV on the 0..255 scale.
     """
     big = float(1 << 20)  # keep float->index conversions safe for wild flows
     x = map_x.clamp(-big, big)
@@ -104,8 +107,14 @@ def remap_cubic(images: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor, 
     b, c, h, w = images.shape
     if method == "grid_sample":
         # align_corners=True: -1 and 1 are the centres of the first and last pixels
-        grid = torch.stack([x * (2.0 / max(w - 1, 1)) - 1.0, y * (2.0 / max(h - 1, 1)) - 1.0], dim=-1)
-        return F.grid_sample(images, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
+        # zero-pad to power-of-two sides (outside is zero anyway): then the normalised
+        # coordinates and grid_sample's way back, (g + 1) * size / 2 - 0.5, are exact in
+        # float64, so integer positions land exactly on pixels
+        sw, sh = 1 << (w - 1).bit_length(), 1 << (h - 1).bit_length()
+        src = F.pad(images.double(), (0, sw - w, 0, sh - h))
+        grid = torch.stack([(2.0 * x.double() + 1.0) / sw - 1.0, (2.0 * y.double() + 1.0) / sh - 1.0], dim=-1)
+        out = F.grid_sample(src, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
+        return out.to(images.dtype)
     if method != "gather":
         raise ValueError(f"method must be 'gather' or 'grid_sample', got {method!r}")
     pad = 2
