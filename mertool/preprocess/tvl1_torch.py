@@ -465,6 +465,12 @@ def _kernels(median: int, compile: bool) -> tuple:
     return _KERNELS[key]
 
 
+def compile_fallbacks() -> list[str]:
+    """Names of the compiled solver functions that fell back to eager execution in this
+    process (empty when ``compile=True`` worked or was never used)."""
+    return [k.name for key, ks in _KERNELS.items() if key[1] for k in ks[:2] if isinstance(k, _Compiled) and k.broken]
+
+
 def _raise_recompile_limit(limit: int = 64) -> None:
     # past dynamo's per-function limit (8) a new specialisation silently runs eagerly
     cfg = torch._dynamo.config
