@@ -34,7 +34,7 @@ from .synth import SynthConfig
 FULL = SynthConfig()
 QUICK = SynthConfig(subjects=6, per_class=2, frames=16)
 # Epochs and batch size per LOSO fold: enough optimiser steps for the small quick set too.
-EPOCHS = {"full": 20, "quick": 20}
+EPOCHS = {"full": 20, "quick": 30}
 BATCH = {"full": 32, "quick": 16}
 
 
@@ -66,6 +66,7 @@ def demo_steps(
     device: str = "auto",
     epochs: Optional[int] = None,
     synth: Optional[SynthConfig] = None,
+    overwrite: bool = False,
 ) -> list[Step]:
     """The demo's command lines, in order.
 
@@ -82,9 +83,11 @@ def demo_steps(
     device : str
         Training device (``auto``, ``cpu``, ``cuda``).
     epochs : int, optional
-        Epoch budget per fold (default 20; batch size 32, quick 16).
+        Epoch budget per fold (default 20 with batch size 32; quick 30 with batch size 16).
     synth : SynthConfig, optional
         Another built-in set (default: the full or quick one).
+    overwrite : bool
+        Pass ``--overwrite`` to the stages, replacing outputs made with other settings.
 
     Raises
     ------
@@ -141,6 +144,10 @@ def demo_steps(
                        "--batch-size", str(BATCH[mode]), "--seed", "0", "--device", device, "--jobs", j], run / "metrics.json"),
         Step("report", ["report", str(run), "--markdown", str(out / "results.md")], out / "results.md"),
     ]
+    if overwrite:
+        for step in steps:
+            if step.name in ("synth", "align", "flow", "dynimg", "pairs", "train"):
+                step.argv.append("--overwrite")
     return steps
 
 
@@ -200,6 +207,7 @@ def run_demo(
     device: str = "auto",
     epochs: Optional[int] = None,
     synth: Optional[SynthConfig] = None,
+    overwrite: bool = False,
     runner: Optional[Callable[[list[str]], int]] = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
@@ -227,7 +235,7 @@ def run_demo(
     if runner is None:
         from .cli.main import cli as runner
     out = Path(out)
-    steps = demo_steps(out, model, quick, jobs, device, epochs, synth)
+    steps = demo_steps(out, model, quick, jobs, device, epochs, synth, overwrite)
     record = []
     start = time.perf_counter()
     for i, step in enumerate(steps, start=1):
@@ -236,7 +244,10 @@ def run_demo(
         rc = runner(step.argv)
         seconds = time.perf_counter() - t0
         if rc != 0:
-            raise MertoolError(f"demo step {step.name!r} failed (exit {rc}); fix the cause and re-run to resume")
+            raise MertoolError(
+                f"demo step {step.name!r} failed (exit {rc}); fix the cause and re-run to resume"
+                + ("" if overwrite else " (or add --overwrite if the settings changed)")
+            )
         record.append({"name": step.name, "command": step.command(), "seconds": round(seconds, 2)})
         echo(f"[{i}/{len(steps)}] {step.name}: done in {seconds:.1f} s")
         if step.name == "flow" and step.output.is_file():

@@ -53,6 +53,17 @@ def test_models_get_the_features_they_read(tmp_path, model, features, flag):
     assert " ".join(flag) in text
 
 
+def test_overwrite_reaches_every_stage_that_has_it(tmp_path, capsys):
+    plain = {s.name: s.argv for s in demo_steps(tmp_path)}
+    forced = {s.name: s.argv for s in demo_steps(tmp_path, overwrite=True)}
+    changed = {name for name in forced if forced[name] != plain[name]}
+    assert changed == {"synth", "align", "flow", "dynimg", "train"}
+    for name in changed:
+        assert forced[name] == plain[name] + ["--overwrite"]
+        assert cli([forced[name][0], "--help"]) == 0
+        assert "--overwrite" in capsys.readouterr().out
+
+
 def test_bad_model_and_options(tmp_path, capsys):
     with pytest.raises(MertoolError, match="nonesuch"):
         demo_steps(tmp_path, model="nonesuch")

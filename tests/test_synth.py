@@ -194,6 +194,21 @@ def test_resume_after_an_interrupted_run(tmp_path):
     assert _files(out) == before
 
 
+def test_cli_synth_reads_a_yaml_config_and_flags_override_it(tmp_path):
+    config = tmp_path / "synth.yaml"
+    config.write_text("subjects: 2\nper-class: 1\nframes: 9\nclasses: [sadness, disgust]\namplitude: [0.5, 0.7]\naxis: 0\n")
+    assert cli(["synth", "-o", str(tmp_path / "set"), "--config", str(config), "--frames", "8"]) == 0
+    info = json.loads((tmp_path / "set" / "synth.json").read_text())
+    p = info["params"]
+    assert (p["subjects"], p["per_class"], p["frames"], p["axis"]) == (2, 1, 8, 0)
+    assert p["classes"] == ["sadness", "disgust"] and p["amplitude"] == [0.5, 0.7]
+    assert all(0.5 <= c["amplitude_px"] <= 0.7 for c in info["clips"].values())
+    assert len(list((tmp_path / "set" / "sub01" / "sub01_001").glob("img*.jpg"))) == 8
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("subject: 3\n")
+    assert cli(["synth", "-o", str(tmp_path / "x"), "--config", str(bad)]) == 2
+
+
 def test_cli_synth_writes_the_set_and_rejects_bad_input(tmp_path, capsys):
     out = tmp_path / "set"
     args = ["synth", "-o", str(out), "--subjects", "2", "--per-class", "1", "--frames", "8", "--classes", "positive,sadness"]

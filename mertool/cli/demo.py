@@ -16,9 +16,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("mertool_demo"), "-o", "--out", help="Demo folder (data, work, pictures, runs)."),
         model: str = typer.Option("offtanet", "--model", "-m", help="Model to train (flow, dynimg or pairs inputs)."),
         quick: bool = typer.Option(False, "--quick", help="Small set (6 subjects, 36 clips of 16 frames)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per LOSO fold [default: 20]."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per LOSO fold [default: 20, quick 30]."),
         jobs: int = typer.Option(2, "--jobs", "-j", help="Worker processes for clips and folds."),
         device: str = typer.Option("auto", "--device", help="Training device: auto | cpu | cuda."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Redo every step, replacing outputs made with other settings."),
     ) -> None:
         """Generate the built-in set and run index, align, keyframes, flow, dynimg, train (LOSO) and report.
 
@@ -27,6 +28,7 @@ def register(app: typer.Typer) -> None:
         from ..demo import format_summary, run_demo
 
         setup_cli_logging()
-        summary = run_demo(out, model=model, quick=quick, jobs=jobs, device=device, epochs=epochs, echo=typer.echo)
+        summary = run_demo(out, model=model, quick=quick, jobs=jobs, device=device, epochs=epochs,
+                          overwrite=overwrite, echo=typer.echo)
         typer.echo("")
         typer.echo(format_summary(summary))
