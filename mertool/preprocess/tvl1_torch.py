@@ -232,7 +232,7 @@ def inner_step(
     l_t: float,
     theta: float,
     taut: float,
-    eps2: float,
+    eps_sq: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One primal-dual iteration of Dual TV-L1 for a batch; stopped pairs are left as they are.
 
@@ -247,16 +247,18 @@ def inner_step(
         B x 1 x H x W constant part of the linearised residual and ``1 / |gI|^2``.
     active : torch.Tensor
         B booleans: pairs still iterating.
-    l_t, theta, taut, eps2 : float
-        ``lambda * theta``, ``theta``, ``tau / theta`` and the stopping threshold
-        ``epsilon^2 * H * W`` on the summed squared change of u.
+    l_t, theta, taut, eps_sq : float
+        ``lambda * theta``, ``theta``, ``tau / theta`` and ``epsilon^2``: a pair stops
+        when the summed squared change of u is at most ``epsilon^2 * H * W`` (the
+        threshold is formed here from the shape, so one compiled graph serves every
+        pyramid level).
 
     Returns
     -------
     tuple of torch.Tensor
         New ``(u, px, py, active)``: the updated state where ``active`` was True, the old
         one elsewhere, and ``active`` cleared for the pairs whose change of u fell to
-        ``eps2`` or below in this iteration (OpenCV's per-iteration stopping test).
+        the threshold or below in this iteration (OpenCV's per-iteration stopping test).
     """
     # thresholding step: v = u + d with d = -rho / |grad|^2 * grad I1, the step clipped to
     # lambda*theta (the three cases of the L1 data term in one clamp); then the
@@ -271,6 +273,7 @@ def inner_step(
     qx = (px + taut * ux) / ng
     qy = (py + taut * uy) / ng
     sel = active.view(-1, 1, 1, 1)
+    eps2 = eps_sq * (u.shape[-2] * u.shape[-1])
     return torch.where(sel, n, u), torch.where(sel, qx, px), torch.where(sel, qy, py), active & (err > eps2)
 
 
@@ -321,7 +324,7 @@ def inner_step_(
     l_t: float,
     theta: float,
     taut: float,
-    eps2: float,
+    eps_sq: float,
     ws: _Workspace,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`inner_step` updating ``u``, ``px``, ``py`` in place (buffers from ``ws``)."""
@@ -345,7 +348,7 @@ def inner_step_(
     torch.mul(ux, ux, out=ng).addcmul_(uy, uy).sqrt_().mul_(tm).add_(1.0)
     px.addcmul_(ux, tm).div_(ng)  # px + 0 * ux = px, / 1: exactly unchanged when stopped
     py.addcmul_(uy, tm).div_(ng)
-    return u, px, py, active & (err > eps2)
+    return u, px, py, active & (err > eps_sq * (u.shape[-2] * u.shape[-1]))
 
 
 def _make_median_update_(k: int):
@@ -419,8 +422,8 @@ class _Compiled:
 
     Shapes are compiled as dynamic: one compilation serves every pyramid level and batch
     size (with static shapes each (level, batch) pair would be compiled anew, minutes of
-    compilation for a run over several batch sizes). Batches of one pair get their own
-    specialisation (torch specialises sizes of 1).
+    compilation for a run over several batch sizes). torch specialises sizes of 1, so
+    :func:`tvl1_torch` never passes a batch of one here.
     """
 
     def __init__(self, fn, name: str) -> None:
@@ -499,7 +502,7 @@ def _one_scale(
     """Refine the flow ``u`` (B x 2 x H x W) at one pyramid level."""
     median_update, step, in_place = kernels
     b, h, w = i0.shape
-    eps2 = float(epsilon * epsilon * h * w)
+    eps_sq = float(epsilon * epsilon)
     l_t = float(lambda_ * theta)
     taut = float(tau / theta)
     theta = float(theta)
@@ -520,7 +523,7 @@ def _one_scale(
             if median_update is not None:
                 u = median_update(u, active, *ws)
             for it in range(1, inner + 1):
-                u, px, py, active = step(u, px, py, gI, rho_c, inv_grad, active, l_t, theta, taut, eps2, *ws)
+                u, px, py, active = step(u, px, py, gI, rho_c, inv_grad, active, l_t, theta, taut, eps_sq, *ws)
                 # the only host synchronisation: stop the whole batch once every pair has
                 # stopped (a stopped pair is already frozen by the mask)
                 if (it % check_every == 0 or it == inner) and not bool(active.any()):
@@ -565,8 +568,9 @@ def tvl1_torch(
         kernels instead of ~25 and ~200 small ones: much faster on a GPU, after a
         one-off compilation of tens of seconds per process). Falls back to eager
         execution, with a warning, when compilation fails. Each step equals its eager
-        counterpart to float rounding; over thousands of iterations the flows differ by
-        ~0.01 px on average (the same order as the rounding-level spread against OpenCV).
+        counterpart to float rounding; over thousands of iterations such differences
+        grow to ~0.01-0.02 px mean EPE between the flows, as much as either differs
+        from OpenCV's. A single pair is solved as a batch of two (see below).
     check_every : int, optional
         Inner iterations between the host's "have all pairs stopped?" checks (each is a
         device synchronisation). Every pair still stops exactly where OpenCV would; this
@@ -597,6 +601,14 @@ def tvl1_torch(
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     if remap not in ("grid_sample", "gather"):
         raise ValueError(f"remap must be 'grid_sample' or 'gather', got {remap!r}")
+    if compile and prev.shape[0] == 1:
+        # torch specialises dimensions of size 1, so a lone pair would cost a second
+        # compilation; solved twice side by side it shares the graph of every batch size
+        return tvl1_torch(
+            prev.expand(2, -1, -1), next.expand(2, -1, -1), tau=tau, lambda_=lambda_, theta=theta, nscales=nscales,
+            warps=warps, epsilon=epsilon, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
+            scale_step=scale_step, median_filtering=median_filtering, compile=True, check_every=check_every, remap=remap,
+        )[:1]
     dtype = torch.float32
     i0s = [prev.to(dtype).contiguous()]
     i1s = [next.to(dtype).contiguous()]
