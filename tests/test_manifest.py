@@ -86,3 +86,9 @@ def test_missing_sheet(tmp_path, capsys):
 def test_mixed_case_headers(clip_root, capsys):
     rc, err = _index(clip_root, "Sample_ID, Subject ,Frames,Onset,Apex,Offset,Label\na1,s1,a,1,3,5,happy\n", capsys)
     assert rc == 0, err
+
+
+def test_datasets_verb_lists_adapters(capsys):
+    assert cli(["datasets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"manifest", "casme2", "samm", "megc2019"} <= set(names)

@@ -7,10 +7,9 @@ from typing import Optional
 import typer
 
 from ..errors import MertoolError
-from ..models import list_models
-from ..models.flops import CONVENTIONS, ModelSummary, summarize_model
 
 FORMATS = ("table", "markdown", "csv")
+CONVENTION_HELP = "FLOP convention: macs, flops (2 x MACs) or torchstat (the Off-TANet paper's)."
 
 
 def _human(n: int | None) -> str:
@@ -22,7 +21,7 @@ def _human(n: int | None) -> str:
     return str(n)
 
 
-def format_summaries(rows: list[ModelSummary], fmt: str = "table") -> str:
+def format_summaries(rows: list, fmt: str = "table") -> str:
     """Render model summaries as an aligned text table, Markdown or CSV."""
     if fmt not in FORMATS:
         raise MertoolError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -56,10 +55,14 @@ def register(app: typer.Typer) -> None:
         names: Optional[list[str]] = typer.Argument(None, help="Models to show (default: all registered)."),
         num_classes: int = typer.Option(3, "--num-classes", help="Classifier size the parameter counts are for."),
         flops: bool = typer.Option(True, "--flops/--no-flops", help="Count FLOPs (one forward pass per model)."),
-        convention: str = typer.Option("macs", "--convention", help=f"FLOP convention: {', '.join(CONVENTIONS)}."),
+        convention: str = typer.Option("macs", "--convention", help=CONVENTION_HELP),
         fmt: str = typer.Option("table", "--format", help=f"Output: {', '.join(FORMATS)}."),
     ) -> None:
         """List registered models: input stage and shape, trainable parameters, FLOPs per sample."""
+        # torch is imported here, not at CLI start-up, so `mertool --help` stays fast.
+        from ..models import list_models
+        from ..models.flops import CONVENTIONS, summarize_model
+
         if num_classes < 2:
             raise MertoolError(f"--num-classes must be >= 2, got {num_classes}")
         if convention not in CONVENTIONS:
