@@ -422,8 +422,10 @@ class _Compiled:
 
     Shapes are compiled as dynamic: one compilation serves every pyramid level and batch
     size (with static shapes each (level, batch) pair would be compiled anew, minutes of
-    compilation for a run over several batch sizes). torch specialises sizes of 1, so
-    :func:`tvl1_torch` never passes a batch of one here.
+    compilation for a run over several batch sizes). torch specialises sizes of 1 and
+    sizes equal to another dimension, so :func:`tvl1_torch` passes no batch of 1 or 2
+    here. (Graphs first compiled for a batch equal to the image side, e.g. 112 pairs
+    of 112 x 112, are specialised to that and compiled once more for other batches.)
     """
 
     def __init__(self, fn, name: str) -> None:
@@ -570,7 +572,7 @@ def tvl1_torch(
         execution, with a warning, when compilation fails. Each step equals its eager
         counterpart to float rounding; over thousands of iterations such differences
         grow to ~0.01-0.02 px mean EPE between the flows, as much as either differs
-        from OpenCV's. A single pair is solved as a batch of two (see below).
+        from OpenCV's. Batches of 1 or 2 pairs are padded to 3 (see below).
     check_every : int, optional
         Inner iterations between the host's "have all pairs stopped?" checks (each is a
         device synchronisation). Every pair still stops exactly where OpenCV would; this
@@ -601,14 +603,17 @@ def tvl1_torch(
         raise ValueError(f"check_every must be >= 1, got {check_every}")
     if remap not in ("grid_sample", "gather"):
         raise ValueError(f"remap must be 'grid_sample' or 'gather', got {remap!r}")
-    if compile and prev.shape[0] == 1:
-        # torch specialises dimensions of size 1, so a lone pair would cost a second
-        # compilation; solved twice side by side it shares the graph of every batch size
+    if compile and prev.shape[0] < 3:
+        # torch.compile specialises a dimension of size 1, and one equal to another
+        # (a batch of 2 to the 2 flow components): either would cost another compilation.
+        # Padded to 3 pairs (copies of the first) the batch shares the general graph.
+        pad = [0] * (3 - prev.shape[0])
         return tvl1_torch(
-            prev.expand(2, -1, -1), next.expand(2, -1, -1), tau=tau, lambda_=lambda_, theta=theta, nscales=nscales,
-            warps=warps, epsilon=epsilon, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-            scale_step=scale_step, median_filtering=median_filtering, compile=True, check_every=check_every, remap=remap,
-        )[:1]
+            torch.cat([prev, prev[pad]]), torch.cat([next, next[pad]]), tau=tau, lambda_=lambda_, theta=theta,
+            nscales=nscales, warps=warps, epsilon=epsilon, inner_iterations=inner_iterations,
+            outer_iterations=outer_iterations, scale_step=scale_step, median_filtering=median_filtering, compile=True,
+            check_every=check_every, remap=remap,
+        )[: prev.shape[0]]
     dtype = torch.float32
     i0s = [prev.to(dtype).contiguous()]
     i1s = [next.to(dtype).contiguous()]
