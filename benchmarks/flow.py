@@ -186,7 +186,10 @@ def main() -> None:
     ap.add_argument("--batches", default="", help="torch batch sizes, e.g. 1,64,256,1024 (default per device)")
     ap.add_argument("--compile", action="store_true", help="also time torch with compile=True")
     ap.add_argument("--no-eager", action="store_true", help="skip the eager torch rows")
-    ap.add_argument("--jobs", type=int, default=-1, help="processes for 'OpenCV all cores' (0 = skip that row)")
+    ap.add_argument(
+        "--jobs", type=int, default=None,
+        help="processes for the 'OpenCV all cores' row: -1 = all cores (default, except with --gpu-quick: 0), 0 = skip",
+    )
     ap.add_argument("--quick", action="store_true", help="few pairs, small batches (< 2 min on 2 CPU cores)")
     ap.add_argument(
         "--gpu-quick", action="store_true",
@@ -201,11 +204,12 @@ def main() -> None:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     cuda = device.startswith("cuda")
     cores = os.cpu_count() or 1
-    jobs = cores if args.jobs == -1 else args.jobs
+    jobs = -1 if args.jobs is None else args.jobs
     n = args.pairs
     modes = [] if args.no_eager else ["eager"]
     if args.gpu_quick:
-        n, jobs = (8, 0) if cuda else (2, 0)
+        n = 8 if cuda else 2
+        jobs = 0 if args.jobs is None else jobs
         batches = [1, 64, 256, 1024] if cuda else [1, 2]
         modes = ["eager", "compiled"] if cuda else ["eager"]  # compiling on a CPU takes minutes
         args.max_seconds = args.max_seconds or 150
@@ -219,6 +223,7 @@ def main() -> None:
     if args.compile and "compiled" not in modes:
         modes.append("compiled")
     # distinct pairs for the torch batches where the source has them
+    jobs = cores if jobs == -1 else jobs
     source, pairs = face_pairs(args.source, max(n, max(batches)), args.size)
     n = min(n, len(pairs))
     cv2.setNumThreads(1)
@@ -282,7 +287,7 @@ def main() -> None:
             k = min(n, bs)
             e = epe(out[:k], ref[:k])
             first = "-" if warm != warm else f"{warm:.1f}"
-            emit(f"| {label}, {tag} | {bs} | {rate:.2f} | {rate / ocv1:.2f} | {first} | {e.mean():.4f} (max {e.max():.4f}) |")
+            emit(f"| {label}, {tag} | {bs} | {rate:.2f} | {rate / ocv1:.2f} | {first} | {e.mean():.2g} (max {e.max():.2g}) |")
             if all(t is not None for t in truth) and bs >= n and mode == modes[0]:
                 notes.append(f"torch ({mode}) vs the true flow on the same pairs: mean EPE {epe(out[:n], np.stack(truth)).mean():.4f} px.")
 
