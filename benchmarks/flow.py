@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 import warnings
 
@@ -34,8 +35,12 @@ import cv2
 import numpy as np
 import torch
 
-from mertool.preprocess import tvl1_torch as tvl1_mod
-from mertool.preprocess.flow import tvl1_many
+try:
+    import mertool  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mertool.preprocess import tvl1_torch as tvl1_mod  # noqa: E402
+from mertool.preprocess.flow import tvl1_many  # noqa: E402
 
 
 # --- face pairs ---------------------------------------------------------------------------

@@ -440,7 +440,7 @@ class _Compiled:
                 if self.compiled is None:
                     self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
                 return self.compiled(*args)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 raise  # not the compiler's fault: eager would not fit either
             except Exception as exc:  # noqa: BLE001 -- any compiler failure: stay correct, run eagerly
                 self.broken = True
