@@ -109,13 +109,15 @@ def _reference_step(u, px, py, gI, rho_c, l_t, theta, taut):
     return n, (px + taut * ux) / ng, (py + taut * uy) / ng, err
 
 
+@pytest.mark.parametrize("device", _devices())
 @pytest.mark.parametrize("in_place", [False, True])
-def test_inner_step_matches_reference_and_freezes_stopped_pairs(in_place: bool) -> None:
+def test_inner_step_matches_reference_and_freezes_stopped_pairs(in_place: bool, device: str) -> None:
     u, px, py, gI, rho_c, inv_grad = _state()
     l_t, theta, taut = 0.045, 0.3, 0.25 / 0.3
     n, qx, qy, err = _reference_step(u, px, py, gI, rho_c, l_t, theta, taut)
+    u, px, py, gI, rho_c, inv_grad = (x.to(device) for x in (u, px, py, gI, rho_c, inv_grad))
     eps2 = float(err[0] + err[2]) / 2  # of the two active pairs, the one with the smaller change stops
-    active = torch.tensor([True, False, True])
+    active = torch.tensor([True, False, True], device=device)
     h, w = u.shape[-2:]
     args = (gI, rho_c, inv_grad, active, l_t, theta, taut, eps2 / (h * w))
     if in_place:
@@ -126,13 +128,14 @@ def test_inner_step_matches_reference_and_freezes_stopped_pairs(in_place: bool) 
         got = T.inner_step(u, px, py, *args)
     for k, (g, ref, old) in enumerate(zip(got[:3], (n, qx, qy), (u, px, py))):
         assert torch.equal(g[1], old[1]), f"stopped pair changed (field {k})"
-        assert np.allclose(g[[0, 2]].numpy(), ref[[0, 2]], rtol=1e-5, atol=1e-4), f"field {k}"
+        assert np.allclose(g[[0, 2]].cpu().numpy(), ref[[0, 2]], rtol=1e-5, atol=1e-4), f"field {k}"
     assert got[3].tolist() == [bool(err[0] > eps2), False, bool(err[2] > eps2)]
 
 
-def test_median_update_pure_and_in_place_equal_cv2() -> None:
-    u = (torch.rand(3, 2, 21, 17, generator=torch.Generator().manual_seed(3)) * 9).round()
-    active = torch.tensor([True, False, True])
+@pytest.mark.parametrize("device", _devices())
+def test_median_update_pure_and_in_place_equal_cv2(device: str) -> None:
+    u = (torch.rand(3, 2, 21, 17, generator=torch.Generator().manual_seed(3)) * 9).round().to(device)
+    active = torch.tensor([True, False, True], device=device)
     pure = T._make_median_update(5)(u, active)
     ws = T._Workspace(u)
     inplace = T._make_median_update_(5)
@@ -142,7 +145,7 @@ def test_median_update_pure_and_in_place_equal_cv2() -> None:
     assert torch.equal(pure[1], u[1])
     for i in (0, 2):
         for c in range(2):
-            assert np.array_equal(pure[i, c].numpy(), cv2.medianBlur(u[i, c].numpy(), 5))
+            assert np.array_equal(pure[i, c].cpu().numpy(), cv2.medianBlur(u[i, c].cpu().numpy(), 5))
 
 
 def _count_active_iterations(monkeypatch, compile_: bool = False) -> list:
@@ -158,11 +161,13 @@ def _count_active_iterations(monkeypatch, compile_: bool = False) -> list:
     return seen
 
 
-def test_masked_batch_equals_each_pair_alone(monkeypatch) -> None:
+@pytest.mark.parametrize("device", _devices())
+def test_masked_batch_equals_each_pair_alone(monkeypatch, device: str) -> None:
     a, b, _ = _pairs()
+    a, b = a.to(device), b.to(device)
     seen = _count_active_iterations(monkeypatch)
     batch = T.tvl1_torch(a, b, check_every=7, nscales=2)
-    masks = torch.stack(seen)  # iterations x pairs
+    masks = torch.stack(seen).cpu()  # iterations x pairs
     per_pair = masks.sum(0).tolist()
     # the pairs stopped at different iterations, and the batch ran past some pair's stop
     assert len(set(per_pair)) == 3 and len(masks) > min(per_pair)
@@ -174,17 +179,20 @@ def test_masked_batch_equals_each_pair_alone(monkeypatch) -> None:
         seen.clear()
 
 
-def test_check_every_changes_nothing() -> None:
+@pytest.mark.parametrize("device", _devices())
+def test_check_every_changes_nothing(device: str) -> None:
     a, b, _ = _pairs(40)
+    a, b = a.to(device), b.to(device)
     ref = T.tvl1_torch(a, b, check_every=1)
     for k in (3, 10, 1000):
         assert torch.equal(T.tvl1_torch(a, b, check_every=k), ref)
 
 
-def test_recovers_known_flow_with_grid_sample_and_gather() -> None:
+@pytest.mark.parametrize("device", _devices())
+def test_recovers_known_flow_with_grid_sample_and_gather(device: str) -> None:
     a, b, truth = _pairs(64)
     for remap in ("grid_sample", "gather"):
-        out = T.tvl1_torch(a, b, remap=remap).numpy()
+        out = T.tvl1_torch(a.to(device), b.to(device), remap=remap).cpu().numpy()
         e = np.sqrt(((out - truth) ** 2).sum(1))[:, 8:-8, 8:-8].mean(axis=(1, 2))
         assert (e < 0.1).all(), (remap, e)
 
@@ -270,14 +278,16 @@ def _compile_available() -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _compile_available(), reason="torch.compile unavailable (no dynamo support or no C++ compiler)")
-def test_compiled_equals_eager(monkeypatch) -> None:
+@pytest.mark.parametrize("device", _devices())
+def test_compiled_equals_eager(monkeypatch, device: str) -> None:
+    if device == "cpu" and not _compile_available():
+        pytest.skip("torch.compile unavailable here (no dynamo support or no C++ compiler)")
     monkeypatch.setattr(T, "_KERNELS", {})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager fails the test
         # each compiled function against its eager twin, stopped pairs included
-        u, px, py, gI, rho_c, inv_grad = _state(3, 26, 22, seed=7)
-        active = torch.tensor([True, False, True])
+        u, px, py, gI, rho_c, inv_grad = (x.to(device) for x in _state(3, 26, 22, seed=7))
+        active = torch.tensor([True, False, True], device=device)
         med, step, _ = T._kernels(5, True)
         args = (gI, rho_c, inv_grad, active, 0.045, 0.3, 0.25 / 0.3, 1e-3)
         got = step(u, px, py, *args)
@@ -291,7 +301,7 @@ def test_compiled_equals_eager(monkeypatch) -> None:
         from torch._dynamo.utils import counters
 
         a, b, truth = _pairs(48)
-        a, b = torch.cat([a, a.flip(-1)]), torch.cat([b, b.flip(-1)])  # 6 pairs
+        a, b = torch.cat([a, a.flip(-1)]).to(device), torch.cat([b, b.flip(-1)]).to(device)  # 6 pairs
         truth = np.concatenate([truth, truth[:, :, :, ::-1] * np.array([-1, 1], np.float32)[None, :, None, None]])
         for k, sl in enumerate((slice(0, 1), slice(1, 6), slice(0, 2), slice(2, 6))):
             graphs = counters["stats"]["unique_graphs"]
@@ -299,6 +309,6 @@ def test_compiled_equals_eager(monkeypatch) -> None:
             assert k == 0 or counters["stats"]["unique_graphs"] == graphs, f"recompiled for batch {sl}"
             eager = T.tvl1_torch(a[sl], b[sl])
             assert float((comp - eager).abs().mean()) < 0.02
-            e = np.sqrt(((comp.numpy() - truth[sl]) ** 2).sum(1))[:, 6:-6, 6:-6].mean()
+            e = np.sqrt(((comp.cpu().numpy() - truth[sl]) ** 2).sum(1))[:, 6:-6, 6:-6].mean()
             assert e < 0.1
     assert not med.broken and not step.broken
