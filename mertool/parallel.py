@@ -22,6 +22,7 @@ def parallel_map(
     jobs: int = 1,
     desc: str = "",
     progress: bool = True,
+    unit: str = "sample",
 ) -> Iterator[Any]:
     """Apply ``fn`` to each item, yielding results as they finish (any order).
 
@@ -38,9 +39,11 @@ def parallel_map(
         Progress-bar label.
     progress : bool
         Show a tqdm bar (stderr).
+    unit : str
+        What one item is, for the progress bar.
     """
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, unit="sample")
+    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, unit=unit)
     try:
         if jobs == 1 or len(items) <= 1:
             for item in items:

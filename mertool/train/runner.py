@@ -229,7 +229,7 @@ def train_run(
     if jobs == 1:  # folds run in this process: reuse the data already in memory
         _DATA[(str(features), data.key, cfg.model, cfg.min_class_samples)] = data
     names = {f.name: i for i, f in enumerate(folds)}
-    for r in parallel_map(_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress):
+    for r in parallel_map(_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit="fold"):
         results[names[r.name]] = r
         acc = _fold_accuracy(r, data.y)
         logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {acc:.3f} ({r.seconds:.1f} s)")
