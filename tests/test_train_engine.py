@@ -21,7 +21,7 @@ from mertool.train.data import load_train_data
 from mertool.train.engine import TrainConfig, class_weights, resolve_recipe, train_fold
 from mertool.train.loso import make_folds
 from mertool.train.augment import get_augment
-from test_train_support import TinyFlowNet, ensure_tiny, synthetic_flow, write_flow_h5
+from train_fixtures import TinyFlowNet, ensure_tiny, synthetic_flow, write_flow_h5
 
 ensure_tiny()
 # Engine logic is checked on the CPU (bit-exact comparisons); test_cuda_run covers the GPU path.
@@ -337,7 +337,7 @@ def test_kill_9_mid_run_then_resume(flow_file, tmp_path):
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_train_support import ensure_tiny\n"
+        "from train_fixtures import ensure_tiny\n"
         "ensure_tiny()\n"
         "from mertool.cli.main import cli\n"
         "sys.exit(cli(sys.argv[1:]))\n"

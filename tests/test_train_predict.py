@@ -12,7 +12,7 @@ import torch
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.predict import fold_models, predict_inputs
-from test_train_support import ensure_tiny, synthetic_flow, write_flow_h5
+from train_fixtures import ensure_tiny, synthetic_flow, write_flow_h5
 
 ensure_tiny()
 
