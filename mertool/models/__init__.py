@@ -98,20 +98,37 @@ def create_model(name: str, num_classes: int, weights: str | Path | None = None,
     model = get_entry(name).builder(num_classes=num_classes, **kwargs)
     if weights is not None:
         path = Path(weights)
-        if not path.is_file():
-            raise MertoolError(f"{path}: weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise MertoolError(f"{path}: not a loadable state_dict ({exc.__class__.__name__})") from None
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
+        state = read_state_dict(path, "weights file")
         loader = getattr(model, "load_weights", None)
         try:
             loader(state) if loader else model.load_state_dict(state)
         except RuntimeError as exc:
             raise MertoolError(f"{path}: weights do not fit model {name!r}: {str(exc).splitlines()[0]}") from None
     return model
+
+
+def read_state_dict(path: str | Path, what: str = "weights file") -> dict:
+    """Load a local state_dict file safely (``weights_only``); nothing is ever downloaded.
+
+    A ``{"state_dict": ...}`` wrapper, as some training scripts save, is unwrapped.
+
+    Raises
+    ------
+    MertoolError
+        Missing file, a file torch cannot load, or one that holds no dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MertoolError(f"{path}: {what} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise MertoolError(f"{path}: not a loadable state_dict ({exc.__class__.__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise MertoolError(f"{path}: not a state_dict")
+    return state
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import read_state_dict
 from ..errors import MertoolError
 
 
@@ -376,14 +377,7 @@ def map_swin_checkpoint(state: dict, model: SwinTransformer) -> tuple[dict, list
 def load_swin_checkpoint(model: SwinTransformer, path: str | Path) -> list[str]:
     """Load a local Swin checkpoint file into ``model``; returns the skipped keys."""
     path = Path(path)
-    if not path.is_file():
-        raise MertoolError(f"{path}: Swin checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise MertoolError(f"{path}: not a loadable checkpoint ({exc.__class__.__name__})") from None
-    if not isinstance(state, dict):
-        raise MertoolError(f"{path}: not a state dict")
+    state = read_state_dict(path, "Swin checkpoint")
     try:
         mapped, skipped = map_swin_checkpoint(state, model)
     except MertoolError as exc:

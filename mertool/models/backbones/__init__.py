@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ...errors import MertoolError
+from .. import read_state_dict
 from . import convnext, efficientnetv2, mobilevit, resnet
 
 KeyMap = Callable[[str, nn.Module], "str | None"]
@@ -210,18 +211,7 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: str | Path | d
     Nothing is downloaded: ``source`` must be a file the user has. See
     :func:`map_checkpoint` for the key mapping and errors.
     """
-    if isinstance(source, dict):
-        state = source
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise MertoolError(f"{path}: backbone weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise MertoolError(f"{path}: not a loadable state_dict ({exc.__class__.__name__})") from None
-        if not isinstance(state, dict):
-            raise MertoolError(f"{path}: not a state_dict")
+    state = source if isinstance(source, dict) else read_state_dict(source, "backbone weights file")
     backbone.load_state_dict(map_checkpoint(backbone, name, state, layout))
 
 
