@@ -1,5 +1,3 @@
-import csv
-
 import cv2
 import numpy as np
 import pytest
