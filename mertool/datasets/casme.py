@@ -15,10 +15,10 @@ from pathlib import Path
 from ..errors import MertoolError
 from ..samples import Sample
 from . import register_dataset
+from .casme2 import locate_sub_clip
 from .protocols import get_protocol
 from .sheets import (
-    SHEET_SUFFIXES, IndexReport, Row, cell_text, data_root, find_dir, find_sheet, finish, frame_number, index_sheet,
-    subject_number,
+    SHEET_SUFFIXES, IndexReport, Row, cell_text, data_root, find_sheet, finish, frame_number, index_sheet,
 )
 
 COLUMNS = {
@@ -60,13 +60,10 @@ def index_casme(root: Path | None, sheet: Path | None, protocol: str | None = No
         base = data_root(root or sheet_path.parent, _has_subjects, "casme")
 
         def to_row(rec: dict, line: str, base: Path = base) -> Row | str:
-            number = subject_number(rec["subject"])
-            name = cell_text(rec["filename"])
-            if number is None or not name:
-                return f"subject {cell_text(rec['subject'])!r} / filename {name!r} unusable"
-            subject = f"sub{number:02d}"
-            sub_dir = find_dir(base, subject, f"sub{number}", str(number))
-            folder = find_dir(sub_dir, name) if sub_dir else None
+            clip = locate_sub_clip(base, rec)
+            if isinstance(clip, str):
+                return clip
+            subject, name, folder = clip
             apex = rec["apex"] if frame_number(rec["apex"]) is not None else rec["apex2"]
             return Row(line, f"{subject}_{name}", subject, name, folder, rec["onset"], apex, rec["offset"],
                        cell_text(rec["emotion"]), cell_text(rec["aus"]))

@@ -33,6 +33,18 @@ def _has_subjects(path: Path) -> bool:
     return any(p.is_dir() and re.fullmatch(r"sub\d+", p.name, re.IGNORECASE) for p in path.iterdir())
 
 
+def locate_sub_clip(base: Path, rec: dict) -> tuple[str, str, Path | None] | str:
+    """The CASME-family layout ``sub{NN}/{Filename}``: (subject, filename, folder or None),
+    or the reason the row is unusable."""
+    number = subject_number(rec["subject"])
+    name = cell_text(rec["filename"])
+    if number is None or not name:
+        return f"subject {cell_text(rec['subject'])!r} / filename {name!r} unusable"
+    subject = f"sub{number:02d}"
+    sub_dir = find_dir(base, subject, f"sub{number}", str(number))
+    return subject, name, find_dir(sub_dir, name) if sub_dir else None
+
+
 def index_casme2(root: Path | None, sheet: Path | None, protocol: str | None = None) -> tuple[list[Sample], IndexReport]:
     """Parse CASME II; returns samples (labelled by the protocol) and the report."""
     proto = get_protocol(protocol, "casme2")
@@ -40,13 +52,10 @@ def index_casme2(root: Path | None, sheet: Path | None, protocol: str | None = N
     base = data_root(root or sheet_path.parent, _has_subjects, "casme2")
 
     def to_row(rec: dict, line: str) -> Row | str:
-        number = subject_number(rec["subject"])
-        name = cell_text(rec["filename"])
-        if number is None or not name:
-            return f"subject {cell_text(rec['subject'])!r} / filename {name!r} unusable"
-        subject = f"sub{number:02d}"
-        sub_dir = find_dir(base, subject, f"sub{number}", str(number))
-        folder = find_dir(sub_dir, name) if sub_dir else None
+        clip = locate_sub_clip(base, rec)
+        if isinstance(clip, str):
+            return clip
+        subject, name, folder = clip
         return Row(line, f"{subject}_{name}", subject, name, folder, rec["onset"], rec["apex"], rec["offset"],
                    cell_text(rec["emotion"]), cell_text(rec["aus"]))
 

@@ -58,7 +58,19 @@ class SqueezeExcitation(nn.Module):
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))
 
 
-class FusedMBConv(nn.Module):
+class _ResidualBlock(nn.Module):
+    """``block`` with a stochastic-depth residual when shapes allow (subclasses build it)."""
+
+    block: nn.Sequential
+    stochastic_depth: nn.Module
+    use_res: bool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + self.stochastic_depth(y) if self.use_res else y
+
+
+class FusedMBConv(_ResidualBlock):
     """Fused-MBConv: one k x k conv does the expansion (and stride), then a 1x1 projection."""
 
     def __init__(self, expand: int, kernel: int, stride: int, cin: int, cout: int, drop: float) -> None:
@@ -75,12 +87,8 @@ class FusedMBConv(nn.Module):
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = DropPath(drop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + self.stochastic_depth(y) if self.use_res else y
 
-
-class MBConv(nn.Module):
+class MBConv(_ResidualBlock):
     """MBConv: 1x1 expand -> k x k depthwise (stride) -> squeeze-excitation -> 1x1 project."""
 
     def __init__(self, expand: int, kernel: int, stride: int, cin: int, cout: int, drop: float) -> None:
@@ -97,10 +105,6 @@ class MBConv(nn.Module):
         ]
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = DropPath(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + self.stochastic_depth(y) if self.use_res else y
 
 
 class EfficientNetV2(nn.Module):
