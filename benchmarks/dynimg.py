@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from skimage import data
 
-from mertool.cache import StageWriter
+from mertool.stages.stagefile import StageWriter
 from mertool.preprocess.dynimg import DynimgConfig, phase_dynamic_images, run_dynimg
 
 

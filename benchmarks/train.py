@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mertool.cache import StageWriter
+from mertool.stages.stagefile import StageWriter
 from mertool.models import count_parameters, create_model, get_entry, list_models
 from mertool.train.engine import GLOBAL_DEFAULTS, TrainConfig, resolve_device
 from mertool.train.runner import train_run

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -77,11 +77,19 @@ def load_yaml(path: str | Path) -> dict:
 
 @dataclasses.dataclass
 class StageConfig:
-    """Base class of every stage config (a plain dataclass with defaults)."""
+    """Base class of every stage config (a plain dataclass with defaults).
+
+    A config with a ``preset`` field lists its presets in ``PRESETS``: a preset only sets
+    defaults (defaults <- preset <- YAML <- flags), so every value stays overridable and
+    is recorded. ``ALIASES`` maps other spellings of keys (YAML or keyword) to fields.
+    """
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    ALIASES: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def resolve(cls: type[C], yaml_path: str | Path | None = None, **overrides: Any) -> C:
-        """Build a config: defaults, then the YAML file, then non-None overrides.
+        """Build a config: defaults, then the preset, then the YAML file, then non-None overrides.
 
         Unknown keys raise :class:`MertoolError` naming the key and the valid ones.
         YAML keys may use dashes or underscores.
@@ -90,6 +98,7 @@ class StageConfig:
         if yaml_path is not None:
             values.update({k.replace("-", "_"): v for k, v in load_yaml(yaml_path).items()})
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values = {cls.ALIASES.get(k, k): v for k, v in values.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -98,12 +107,17 @@ class StageConfig:
                 f"{source}unknown option(s) {', '.join(unknown)} for {cls.__name__}; "
                 f"valid: {', '.join(sorted(names))}"
             )
+        if cls.PRESETS:
+            preset = values.get("preset", getattr(cls, "preset"))
+            if preset not in cls.PRESETS:
+                raise MertoolError(f"unknown preset {preset!r}; choose from {', '.join(cls.PRESETS)}")
+            values = {**cls.PRESETS[preset], **values, "preset": preset}
         cfg = cls(**values)
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
-        """Check values; subclasses raise :class:`MertoolError` on bad ones."""
+        """Check values; subclasses raise :class:`MertoolError` naming the field."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

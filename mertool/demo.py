@@ -158,8 +158,8 @@ def class_flow_picture(flow_h5: str | Path, out_png: str | Path, tile: int = 160
     """
     import cv2
 
-    from .cache import open_stage
-    from .preprocess.flow import flow_to_rgb, strain_to_rgb
+    from .stages.stagefile import open_stage
+    from .preprocess.render import flow_to_rgb, strain_to_rgb
 
     sf = open_stage(flow_h5, expect="flow")
     flows = sf.array("flow")

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .cache import StageWriter
+from .stages.stagefile import StageWriter
 from .errors import MertoolError
 from .log import logger
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import astronaut_face, write_clip, write_manifest
-from mertool.cache import open_stage
+from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
 from mertool.preprocess.align import AlignConfig, align_clip, detect_landmarks, template_eyes
 

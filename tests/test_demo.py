@@ -113,7 +113,7 @@ def test_demo_sh_uses_the_demo_sets():
 def test_class_flow_picture_shows_each_class_mean(tmp_path):
     import cv2
 
-    from mertool.cache import StageWriter
+    from mertool.stages.stagefile import StageWriter
 
     w = StageWriter(tmp_path / "flow.h5", "flow", {"t": 1})
     rng = np.random.default_rng(0)

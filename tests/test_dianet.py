@@ -431,7 +431,7 @@ def _synthetic_dynimg(path, subjects=5, per_class=6, size=64, seed=0):
     """Dynamic images whose class is where the motion is (brows / mouth / nose), with
     subject-specific texture, amplitude and position jitter; DI-Offset mirrors DI-Onset
     in sign (the face relaxes) with a different amplitude."""
-    from mertool.cache import StageWriter
+    from mertool.stages.stagefile import StageWriter
 
     rng = np.random.default_rng(seed)
     centres = {"brow": (0.3, 0.5), "mouth": (0.75, 0.5), "nose": (0.55, 0.5)}

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mertool.cache import StageWriter, open_stage
+from mertool.stages.stagefile import StageWriter, open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.preprocess import dynimg as D

@@ -430,7 +430,7 @@ def _aligned_real_faces(path, n_subjects: int = 3, per_class: int = 2, size: int
     """aligned.h5 of real-face clips (astronaut): class 'up' raises a brow-height band, 'down' lowers it."""
     from skimage import data
 
-    from mertool.cache import StageWriter
+    from mertool.stages.stagefile import StageWriter
 
     base = cv2.resize(data.astronaut()[20:260, 100:340], (size, size), interpolation=cv2.INTER_AREA)
     w = StageWriter(path, "aligned", {"size": size})

@@ -15,17 +15,18 @@ import numpy as np
 import pytest
 from conftest import astronaut_face
 
-from mertool.cache import StageWriter, open_stage
+from mertool.stages.stagefile import StageWriter, open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
+from mertool.preprocess.render import flow_to_rgb, strain_to_rgb
 from mertool.preprocess.flow import (
     FlowConfig,
-    flow_to_rgb,
+
     normalise_flow,
     optical_strain,
     resize_flow,
     run_flow,
-    strain_to_rgb,
+
     tvl1,
     tvl1_many,
 )

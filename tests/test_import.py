@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mertool.cache import open_stage
+from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.importer import import_flow, match_key, parse_channels

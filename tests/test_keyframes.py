@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import astronaut_face
-from mertool.cache import StageWriter
+from mertool.stages.stagefile import StageWriter
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.preprocess.keyframes import needs_repair, smooth, spot_apex

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mertool.cache import StageWriter, open_stage
+from mertool.stages.stagefile import StageWriter, open_stage
 from mertool.cli.main import cli
 from mertool.preprocess.pairs import PairsConfig, run_pairs, select_pair
 

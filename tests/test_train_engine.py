@@ -12,7 +12,7 @@ import torch
 import yaml
 from sklearn.metrics import f1_score, recall_score
 
-from mertool.cache import open_stage
+from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.models import get_entry
@@ -224,7 +224,7 @@ def test_bad_features(tmp_path, capsys):
 
 
 def test_wrong_stage(tmp_path, capsys):
-    from mertool.cache import StageWriter
+    from mertool.stages.stagefile import StageWriter
 
     w = StageWriter(tmp_path / "dyn.h5", "dynimg", {"x": 1})
     w.add("a", {"dynimg": np.zeros((2, 3, 4, 4), np.float32)}, {"label": "x", "subject": "s"})

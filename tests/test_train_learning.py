@@ -94,7 +94,7 @@ def test_offtanet_learns_real_face_motions_under_loso(tmp_path, capsys):
     assert f"{m['uf1']:.4f}" in capsys.readouterr().out
 
     # predict on a clip folder replays align + flow: equals the ensemble on that clip's cached flow
-    from mertool.cache import open_stage
+    from mertool.stages.stagefile import open_stage
     from mertool.predict import predict_inputs
 
     sf = open_stage(f"{w}/flow.h5")

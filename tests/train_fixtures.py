@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mertool.cache import StageWriter
+from mertool.stages.stagefile import StageWriter
 from mertool.models import _REGISTRY, InputSpec, register_model
 
 TINY = "tinyflow"

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..cache import open_stage
+from ..stages.stagefile import open_stage
 from ..log import setup_cli_logging
 from ..preprocess.flow import FlowConfig, run_flow
 from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption

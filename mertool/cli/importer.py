@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..cache import open_stage
+from ..stages.stagefile import open_stage
 from ..importer import import_flow
 from ..log import logger, setup_cli_logging
 from .common import OverwriteOption

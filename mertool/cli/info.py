@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ..cache import open_stage
+from ..stages.stagefile import open_stage
 
 
 def register(app: typer.Typer) -> None:

@@ -34,6 +34,6 @@ def register(app: typer.Typer) -> None:
         setup_cli_logging()
         cfg = PairsConfig.resolve(config, size=size, missing_apex=missing_apex)
         path, failed = run_pairs(aligned, out, cfg, samples_csv=samples, overwrite=overwrite)
-        from ..cache import open_stage
+        from ..stages.stagefile import open_stage
 
         typer.echo(f"{path}: {len(open_stage(path))} onset/apex pairs ({len(failed)} clip(s) left out)")

@@ -40,7 +40,7 @@ import cv2
 import h5py
 import numpy as np
 
-from ..cache import StageWriter, open_stage
+from ..stages.stagefile import StageWriter, open_stage
 from ..config import StageConfig
 from ..errors import MertoolError
 from ..log import logger
@@ -552,22 +552,10 @@ def _json_meta(meta: dict) -> dict:
 # --------------------------------------------------------------------------- previews
 
 
-def _display(img_chw: np.ndarray, side: int) -> np.ndarray:
-    """C x S x S float -> side x side x 3 uint8 (min-max per image, for the eye only)."""
-    img = normalize_image(img_chw.transpose(1, 2, 0), "minmax")
-    img = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
-    img = cv2.resize(img.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def _labelled(img: np.ndarray, text: str) -> np.ndarray:
-    strip = np.full((22, img.shape[1], 3), 255, np.uint8)
-    cv2.putText(strip, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([strip, img])
-
-
 def write_previews(sf: Any, out: str | Path, folder: str | Path, plan: list, phases: list[str]) -> list[Path]:
     """PNG per sample: onset, apex, offset frames, then each phase's dynamic image."""
+    from .render import display_tile, frame_tile, labelled
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     result = open_stage(out, expect="dynimg")
@@ -589,17 +577,12 @@ def write_previews(sf: Any, out: str | Path, folder: str | Path, plan: list, pha
                 i = int(np.argmin(np.abs(numbers - number)))
                 frame = ds[i] if stacked_row is None else ds[stacked_row, i]
                 frame = frame if frame.ndim == 3 else frame[:, :, None]
-                tiles.append(_labelled(_frame_tile(frame, side), f"{label} {numbers[i]}"))
+                tiles.append(labelled(frame_tile(frame, side), f"{label} {numbers[i]}"))
             for p, phase in enumerate(phases):
-                tiles.append(_labelled(_display(dis[p], side), f"DI-{phase} ({lengths[p]}f)"))
+                tiles.append(labelled(display_tile(dis[p], side), f"DI-{phase} ({lengths[p]}f)"))
             gap = np.full((side + 22, 4, 3), 255, np.uint8)
             row_img = np.hstack([x for t in tiles for x in (t, gap)][:-1])
             path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", sid) + ".png")
             cv2.imwrite(str(path), cv2.cvtColor(row_img, cv2.COLOR_RGB2BGR))
             written.append(path)
     return written
-
-
-def _frame_tile(frame: np.ndarray, side: int) -> np.ndarray:
-    frame = np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
-    return cv2.resize(np.ascontiguousarray(frame, dtype=np.uint8), (side, side), interpolation=cv2.INTER_AREA)

@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..cache import StageWriter, open_stage
+from .render import preview_panel
+from ..stages.stagefile import StageWriter, open_stage
 from ..config import StageConfig, load_yaml
 from ..errors import MertoolError
 from ..log import logger
@@ -341,49 +342,6 @@ def normalise_flow(x: np.ndarray, mode: str = "none") -> np.ndarray:
             out[2:] = x[2:] / smax
         return out
     raise MertoolError(f"normalise must be one of {', '.join(NORMALISATIONS)}, got {mode!r}")
-
-
-# --- pictures -----------------------------------------------------------------------------
-
-
-def flow_to_rgb(u: np.ndarray, v: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """Colour-wheel picture of a flow: hue = direction, brightness = magnitude.
-
-    Hue follows the angle of (u, v) in image coordinates (0 deg = rightwards = red,
-    90 deg = downwards); brightness is the magnitude divided by ``max_magnitude``
-    (default: the field's 99th percentile, so a few outliers at the border do not
-    darken the picture). Returns H x W x 3 uint8 RGB.
-    """
-    u = np.nan_to_num(np.asarray(u, np.float32))
-    v = np.nan_to_num(np.asarray(v, np.float32))
-    mag, ang = cv2.cartToPolar(u, v, angleInDegrees=True)
-    top = float(max_magnitude) if max_magnitude else float(np.percentile(mag, 99))
-    hsv = np.zeros((*u.shape, 3), np.uint8)
-    hsv[..., 0] = (ang / 2).astype(np.uint8) % 180  # OpenCV hue is 0..179
-    hsv[..., 1] = 255
-    hsv[..., 2] = np.clip(mag / top * 255, 0, 255).astype(np.uint8) if top > 0 else 0
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def strain_to_rgb(strain: np.ndarray, vmax: float | None = None) -> np.ndarray:
-    """Strain map as an RGB uint8 picture (inferno colormap, 0..``vmax``, default the
-    99th percentile)."""
-    s = np.nan_to_num(np.asarray(strain, np.float32))
-    top = float(vmax) if vmax else float(np.percentile(s, 99))
-    gray = np.clip(s / top * 255, 0, 255).astype(np.uint8) if top > 0 else np.zeros(s.shape, np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def preview_panel(onset: np.ndarray, apex: np.ndarray, flow3: np.ndarray, tile: int = 160) -> np.ndarray:
-    """Onset | apex | flow wheel | strain, side by side (RGB uint8)."""
-
-    def fit(img: np.ndarray) -> np.ndarray:
-        img = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        return cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST if img.shape[0] < tile else cv2.INTER_AREA)
-
-    return np.concatenate(
-        [fit(onset), fit(apex), fit(flow_to_rgb(flow3[0], flow3[1])), fit(strain_to_rgb(flow3[2]))], axis=1
-    )
 
 
 # --- the stage ----------------------------------------------------------------------------

@@ -213,7 +213,7 @@ def repair_apex(
         ``repaired`` (ids), ``fallback`` ("id (why)": clips without usable aligned frames,
         estimated with the midpoint instead).
     """
-    from ..cache import open_stage
+    from ..stages.stagefile import open_stage
 
     if method not in METHODS:
         raise MertoolError(f"unknown apex method {method!r}; choose from {', '.join(METHODS)}")
@@ -240,7 +240,7 @@ def repair_apex(
 
 def evaluate_apex(samples: list[Sample], aligned: str, methods: tuple[str, ...] = METHODS, window: int = 3) -> list[SpotError]:
     """Spot the apex with each method on clips that have a usable sheet apex; absolute errors."""
-    from ..cache import open_stage
+    from ..stages.stagefile import open_stage
 
     stage = open_stage(aligned, expect="aligned")
     results = [SpotError(m, []) for m in methods]

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..cache import StageWriter, open_stage
+from ..stages.stagefile import StageWriter, open_stage
 from ..config import StageConfig
 from ..errors import MertoolError
 from ..log import logger

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import open_stage
+from ..stages.stagefile import open_stage
 from ..errors import MertoolError
 from ..log import logger
 from ..models import InputSpec

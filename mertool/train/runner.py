@@ -37,6 +37,7 @@ from ..models import count_parameters, create_model, get_entry
 from ..parallel import parallel_map
 from .data import TrainData, load_train_data
 from .engine import FoldResult, TrainConfig, check_fold, identity, resolve_device, resolve_recipe, train_fold
+from ..stages.stagefile import pipeline_of
 from .loso import Fold, make_folds
 from .metrics import compute_metrics
 
@@ -68,26 +69,6 @@ def _prepare_run_dir(out: Path, ident: str, overwrite: bool) -> None:
         (out / "folds").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MertoolError(f"{out}: cannot create run directory ({exc.strerror})") from None
-
-
-def pipeline_of(path: str | Path, depth: int = 4) -> list[dict]:
-    """Stage and parameters of a stage file and its upstream stage files (as far as they
-    can still be read), nearest first: what ``mertool predict`` replays on a new clip."""
-    from ..cache import open_stage
-
-    chain: list[dict] = []
-    todo = [Path(path)]
-    while todo and len(chain) < depth:
-        p = todo.pop(0)
-        if p.suffix not in (".h5", ".hdf5") or not p.is_file():
-            continue
-        try:
-            sf = open_stage(p)
-        except MertoolError:
-            continue
-        chain.append({"path": str(p), "stage": sf.stage, "key": sf.key, "params": sf.params})
-        todo += [Path(u["path"]) for u in json.loads(sf.attrs.get("upstream", "[]"))]
-    return chain
 
 
 _DATA: dict[tuple, TrainData] = {}  # per process: the features file is read once

@@ -21,19 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from . import __version__
-from .config import config_hash
-from .errors import MertoolError
+from .. import __version__
+from ..config import config_hash
+from ..errors import MertoolError
+from ..io import atomic_savez, atomic_write_text, safe_name
 
 _META_KEY = "__meta__"
 
@@ -50,26 +50,6 @@ def file_key(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def _shard_name(sample_id: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", sample_id)[:60]
-    return f"{safe}-{hashlib.sha1(sample_id.encode()).hexdigest()[:10]}"
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class StageWriter:
@@ -111,7 +91,8 @@ class StageWriter:
         self.out = Path(out)
         self.stage = stage
         self.params = params
-        self.upstream = [{"path": str(p), "key": file_key(p)} for p in upstream]
+        # absolute paths: the provenance walk must not depend on the working directory
+        self.upstream = [{"path": str(Path(p).resolve()), "key": file_key(p)} for p in upstream]
         self.config_hash = config_hash(params)
         self.key = config_hash(
             {"stage": stage, "params": params, "upstream": [u["key"] for u in self.upstream]}
@@ -143,7 +124,7 @@ class StageWriter:
             elif overwrite:
                 shutil.rmtree(self.parts)
         self.parts.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(
+        atomic_write_text(
             self.parts / "manifest.json",
             json.dumps({"stage": stage, "key": self.key, "params": params}),
         )
@@ -158,7 +139,7 @@ class StageWriter:
             raise MertoolError(f"{folder}: output folder is not writable")
 
     def _shard(self, sample_id: str) -> Path:
-        return self.parts / (_shard_name(sample_id) + ".npz")
+        return self.parts / (safe_name(sample_id, unique=True) + ".npz")
 
     def is_done(self, sample_id: str) -> bool:
         return self.complete or self._shard(sample_id).exists()
@@ -175,14 +156,14 @@ class StageWriter:
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload[_META_KEY] = np.array(json.dumps({"sample_id": sample_id, **meta}))
         self._failed_marker(sample_id).unlink(missing_ok=True)
-        _atomic_savez(self._shard(sample_id), payload)
+        atomic_savez(self._shard(sample_id), payload)
 
     def _failed_marker(self, sample_id: str) -> Path:
-        return self.parts / (_shard_name(sample_id) + ".failed")
+        return self.parts / (safe_name(sample_id, unique=True) + ".failed")
 
     def fail(self, sample_id: str, reason: str) -> None:
         """Record that a sample could not be processed (it is retried on a re-run)."""
-        _atomic_write_text(self._failed_marker(sample_id), json.dumps({sample_id: reason}))
+        atomic_write_text(self._failed_marker(sample_id), json.dumps({sample_id: reason}))
 
     def failures(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -329,6 +310,37 @@ class StageFile:
         row = self.row(sample_id)
         return {k: v[row] for k, v in self.meta.items()}
 
+    def upstream(self) -> list[dict[str, Any]]:
+        """The input files this one was made from: ``[{"path": Path, "key": str}, ...]``.
+
+        Paths are absolute since files record them resolved; a relative path (files of
+        older versions) is tried against the working directory, then this file's folder.
+        """
+        out = []
+        for entry in json.loads(self.attrs.get("upstream", "[]")):
+            path = Path(entry["path"])
+            if not path.is_absolute() and not path.exists():
+                path = self.path.parent / path
+            out.append({"path": path, "key": entry.get("key", "")})
+        return out
+
+    def iter_frames(self, sample_id: str, chunk: int = 64) -> Iterator[np.ndarray]:
+        """Stream one sample's ``frames`` array, ``chunk`` frames (T x H x W x C) at a time.
+
+        Works for both layouts, so a long clip is never read whole.
+        """
+        row = self.row(sample_id)
+        with h5py.File(self.path, "r") as h5:
+            stacked = self.layout == "stacked"
+            name = "data/frames" if stacked else f"samples/{row}/frames"
+            if name not in h5:
+                raise MertoolError(f"{self.path}: sample {sample_id} has no frames (is it an aligned.h5?)")
+            ds = h5[name]
+            length = ds.shape[1] if stacked else ds.shape[0]
+            for i in range(0, length, chunk):
+                block = ds[row, i : i + chunk] if stacked else ds[i : i + chunk]
+                yield block if block.ndim == 4 else block[..., None]
+
     def shapes(self) -> dict[str, tuple]:
         with h5py.File(self.path, "r") as h5:
             if "data" in h5:
@@ -370,3 +382,24 @@ def open_stage(path: str | Path, expect: str | Sequence[str] | None = None) -> S
                 f"{path}: is a {attrs['stage']!r} stage file; expected {' or '.join(map(repr, allowed))}"
             )
     return StageFile(path, attrs, meta, str(attrs.get("layout", "stacked")))
+
+
+def pipeline_of(path: str | Path, depth: int = 4) -> list[dict]:
+    """Stage and parameters of a stage file and its upstream stage files, nearest first.
+
+    The walk follows each file's recorded inputs as far as they can still be read; it is
+    what ``mertool predict`` replays on a new clip.
+    """
+    chain: list[dict] = []
+    todo = [Path(path)]
+    while todo and len(chain) < depth:
+        p = todo.pop(0)
+        if p.suffix not in (".h5", ".hdf5") or not p.is_file():
+            continue
+        try:
+            sf = open_stage(p)
+        except MertoolError:
+            continue
+        chain.append({"path": str(p), "stage": sf.stage, "key": sf.key, "params": sf.params})
+        todo += [u["path"] for u in sf.upstream()]
+    return chain

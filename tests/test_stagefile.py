@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import astronaut_face, run_and_kill, shifted, write_clip, write_manifest
-from mertool.cache import StageWriter, file_key, open_stage
+from mertool.stages.stagefile import StageWriter, file_key, open_stage
 from mertool.cli.main import cli
 from mertool.config import config_hash
 from mertool.errors import MertoolError
