@@ -4,8 +4,8 @@ Builds a temporary aligned.h5 of N clips of T frames (the astronaut face with a 
 mouth-corner deformation rising to the apex and falling back), then times
 
 - the library alone (``phase_dynamic_images`` on an in-memory clip), and
-- the whole stage (``run_dynimg``: HDF5 streaming read, both phase images, resize,
-  normalisation, shard + final file).
+- the whole stage (``mertool.stages.dynimg.run_dynimg``: streaming read through
+  ``StageFile.iter_frames``, both phase images, resize, normalisation, shard + final file).
 
 Usage: python benchmarks/dynimg.py [--clips 16] [--frames 64] [--size 224] [--jobs 1]
 """
@@ -22,7 +22,8 @@ import numpy as np
 from skimage import data
 
 from mertool.stages.stagefile import StageWriter
-from mertool.preprocess.dynimg import DynimgConfig, phase_dynamic_images, run_dynimg
+from mertool.preprocess.dynimg import phase_dynamic_images
+from mertool.stages.dynimg import DynimgConfig, run_dynimg
 
 
 def make_clip(T: int, size: int) -> np.ndarray:

@@ -40,7 +40,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mertool.preprocess import tvl1_torch as tvl1_mod  # noqa: E402
-from mertool.preprocess.flow import tvl1_many  # noqa: E402
+from mertool.preprocess.tvl1 import tvl1_many  # noqa: E402
 
 
 # --- face pairs ---------------------------------------------------------------------------

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 
 from mertool.stages.stagefile import StageWriter
 from mertool.models import count_parameters, create_model, get_entry, list_models
-from mertool.train.engine import GLOBAL_DEFAULTS, TrainConfig, resolve_device
-from mertool.train.runner import train_run
+from mertool.device import resolve_device
+from mertool.train.config import GLOBAL_DEFAULTS, TrainConfig
+from mertool.train.run import train_run
 
 
 def _random_batch(spec, n: int, device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -115,8 +116,8 @@ def loso_time(name: str, features: Path, epochs: int, jobs: int, device: str, wo
     cfg = TrainConfig(model=name, epochs=epochs, jobs=jobs, device=device, checkpoint_every=10**6)
     out = workdir / f"run_{name}_{jobs}"
     t = time.perf_counter()
-    m = train_run(features, cfg, out, overwrite=True, progress=False)
-    return time.perf_counter() - t, m["train_seconds"] / jobs
+    result = train_run(features, out, cfg, overwrite=True, progress=False)
+    return time.perf_counter() - t, result.metrics["train_seconds"] / jobs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from pathlib import Path
 
 from mertool.errors import MertoolError
 from mertool.models.dianet import ABLATIONS
-from mertool.train.engine import TrainConfig
-from mertool.train.runner import train_run
+from mertool.train.config import TrainConfig
+from mertool.train.run import train_run
 
 ROWS = ["full"] + [r for r in ABLATIONS if r] + ["exact"]
 
@@ -66,12 +65,11 @@ def run_rows(
         cfg = TrainConfig(model=model, model_kwargs=kwargs, epochs=epochs, scheme=scheme, k=k,
                           device=device, jobs=jobs, seed=seed)
         start = time.perf_counter()
-        m = train_run(features, cfg, out / row, progress=False)
-        params = json.loads((out / row / "run.json").read_text())["params"]
+        m = train_run(features, out / row, cfg, progress=False).metrics
         results.append({
             "row": row, "switch": ", ".join(f"{a}={b}" for a, b in kwargs.items()) or
             ("dynimg --kind exact" if row == "exact" else "paper defaults"),
-            "params": params, "accuracy": m["accuracy"], "uf1": m["uf1"], "uar": m["uar"],
+            "params": m["params"], "accuracy": m["accuracy"], "uf1": m["uf1"], "uar": m["uar"],
             "folds": m["n_folds"], "minutes": (time.perf_counter() - start) / 60,
         })
         print(f"{row}: acc {m['accuracy']:.4f}  UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}", file=sys.stderr)

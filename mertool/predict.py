@@ -8,47 +8,31 @@ uses one fold's model).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from .device import resolve_device
 from .errors import MertoolError
 from .models import create_model, get_entry
 from .samples import Sample, load_frames, video_frame_count
+from .train.rundir import RunDir
 
 
-def load_run(run: str | Path) -> dict:
-    """Read a finished run's ``run.json`` and ``config.yaml``.
-
-    Raises
-    ------
-    MertoolError
-        Not a finished run directory.
-    """
-    run = Path(run)
-    if not (run / "run.json").is_file() or not (run / "config.yaml").is_file():
-        raise MertoolError(f"{run}: not a mertool run directory (no run.json/config.yaml)")
-    info = json.loads((run / "run.json").read_text())
-    if info.get("status") != "done":
-        raise MertoolError(f"{run}: run is unfinished; re-run `mertool train` with the same options to complete it")
-    info["config"] = yaml.safe_load((run / "config.yaml").read_text())
-    return info
-
-
-def fold_models(run: str | Path, fold: str | None = None, device: str | torch.device = "cpu") -> list[torch.nn.Module]:
-    """The final model of every fold (or of one named fold), in eval mode."""
-    run = Path(run)
-    info = load_run(run)
-    cfg = info["config"]
+def fold_models(
+    run: str | Path | RunDir, fold: str | None = None, device: str | torch.device = "cpu"
+) -> list[torch.nn.Module]:
+    """The final model of every fold (or of one named fold) of a finished run, in eval mode."""
+    run = RunDir.of(run)
+    info = run.finished()
+    cfg = run.config()
     folds = info["folds"] if fold is None else [fold]
     if fold is not None and fold not in info["folds"]:
-        raise MertoolError(f"{run}: no fold {fold!r} (folds: {', '.join(info['folds'])})")
+        raise MertoolError(f"{run.path}: no fold {fold!r} (folds: {', '.join(info['folds'])})")
     models = []
     for name in folds:
-        path = run / "folds" / "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) / "final.pt"
+        path = run.final_weights(name)
         if not path.is_file():
             raise MertoolError(f"{path}: fold checkpoint missing")
         model = create_model(info["model"], num_classes=len(info["classes"]), **cfg.get("model_kwargs", {}))
@@ -59,13 +43,13 @@ def fold_models(run: str | Path, fold: str | None = None, device: str | torch.de
 
 @torch.no_grad()
 def predict_inputs(
-    run: str | Path, inputs: dict[str, np.ndarray], fold: str | None = None, device: str = "cpu"
+    run: str | Path | RunDir, inputs: dict[str, np.ndarray], fold: str | None = None, device: str = "cpu"
 ) -> np.ndarray:
     """Ensemble class probabilities (N x classes) of model-ready inputs.
 
     Parameters
     ----------
-    run : path
+    run : path or RunDir
         Finished run directory.
     inputs : dict of str -> ndarray
         The model's keyword arrays (N x shape), as in the training features.
@@ -74,10 +58,9 @@ def predict_inputs(
     device : str
         ``cpu``, ``cuda`` or ``auto``.
     """
-    from .train.engine import resolve_device
-
     dev = resolve_device(device)
-    info = load_run(run)
+    run = RunDir.of(run)
+    info = run.finished()
     spec = get_entry(info["model"]).input
     for name, shape in spec.arrays.items():
         if name not in inputs or tuple(inputs[name].shape[1:]) != tuple(shape):
@@ -101,8 +84,11 @@ def _stage_params(info: dict, stage: str) -> dict | None:
 
 def clip_flow(onset: np.ndarray, apex: np.ndarray, info: dict) -> np.ndarray:
     """Align an onset/apex pair and compute the run's flow features (1 x C x S x S)."""
-    from .preprocess.align import AlignConfig, align_clip
-    from .preprocess.flow import FlowConfig, flow_features, prepare_frame, tvl1
+    from .preprocess.align import align_clip
+    from .preprocess.strain import flow_features
+    from .preprocess.tvl1 import prepare_frame, tvl1
+    from .stages.align import AlignConfig
+    from .stages.flow import FlowConfig
 
     flow_params = _stage_params(info, "flow")
     if flow_params is None:
@@ -116,16 +102,16 @@ def clip_flow(onset: np.ndarray, apex: np.ndarray, info: dict) -> np.ndarray:
     except TypeError as exc:  # recorded by another mertool version
         raise MertoolError(f"the run's recorded align/flow parameters do not fit this mertool ({exc})") from None
     try:
-        aligned = align_clip([onset, apex], acfg, reference=0)["frames"]
+        aligned = align_clip([onset, apex], **acfg.align_options())["frames"]
     except LookupError:
         raise MertoolError("no face found on the onset frame; try a larger frame or another clip") from None
     a, b = (prepare_frame(f, fcfg.flow_size) for f in aligned)
-    flow = tvl1(a, b, backend=fcfg.backend, **fcfg.tvl1())
-    return flow_features(flow[None], fcfg)
+    flow = tvl1(a, b, params=fcfg.tvl1(), backend=fcfg.backend)
+    return flow_features(flow[None], **fcfg.features())
 
 
 def predict_clip(
-    run: str | Path,
+    run: str | Path | RunDir,
     frames: str | Path | None = None,
     video: str | Path | None = None,
     onset: int = 1,
@@ -137,7 +123,7 @@ def predict_clip(
 
     Parameters
     ----------
-    run : path
+    run : path or RunDir
         Finished run directory of a flow-based model.
     frames, video : path
         Exactly one: folder of frame images, or video file.
@@ -154,7 +140,8 @@ def predict_clip(
     """
     if (frames is None) == (video is None):
         raise MertoolError("give exactly one of frames (a folder) or video (a file)")
-    info = load_run(run)
+    run = RunDir.of(run)  # run.json and config.yaml are read once for the whole prediction
+    info = run.finished()
     stage = get_entry(info["model"]).input.stage
     if stage != "flow":
         raise MertoolError(f"predict handles flow-based models; {info['model']!r} reads {stage!r} features")

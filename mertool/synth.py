@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ import numpy as np
 from . import __version__
 from .config import StageConfig, config_hash
 from .errors import MertoolError
+from .faces import detect_landmarks, eye_centres
 from .parallel import parallel_map
 
 # --------------------------------------------------------------------------- classes
@@ -218,41 +218,20 @@ class SourceFace:
 CARPHONE_FRAMES = (0, 12, 24, 36, 48, 66, 72, 81, 90, 99)
 
 
-def _models_dir() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise MertoolError("face_recognition_models is not installed (pip install face-recognition-models)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models"
-
-
-@lru_cache(maxsize=1)
-def _dlib_models():
-    import dlib
-
-    predictor = _models_dir() / "shape_predictor_68_face_landmarks.dat"
-    if not predictor.is_file():
-        raise MertoolError(f"{predictor}: dlib landmark model missing")
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor))
-
-
 def face_landmarks(image: np.ndarray, upsample: int = 2) -> np.ndarray:
-    """68 dlib landmarks of the most confident HOG face in an RGB image (68 x 2 float64).
+    """68 dlib landmarks of the face in an RGB image (68 x 2 float64; the largest face, the
+    rule of :mod:`mertool.faces`).
 
     The image is enlarged ``upsample`` times (cubic) first so small faces are found.
 
     Raises
     ------
-    MertoolError
+    LookupError
         If no face is found.
     """
-    detector, predictor = _dlib_models()
     big = cv2.resize(image, None, fx=upsample, fy=upsample, interpolation=cv2.INTER_CUBIC)
-    boxes, scores, _ = detector.run(np.ascontiguousarray(big), 0, 0.0)
-    if not boxes:
-        raise MertoolError("no face found in a source image")
-    best = boxes[int(np.argmax(scores))]
-    shape = predictor(big, best)
-    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64) / upsample
+    landmarks, _ = detect_landmarks(big, "hog", upsample=0)
+    return landmarks / upsample
 
 
 def carphone_path() -> Path:
@@ -270,9 +249,7 @@ def source_faces() -> tuple[SourceFace, ...]:
     """The real faces subjects are made from (landmarks computed once per process)."""
     import skimage.data
 
-    faces = []
-    astronaut = np.ascontiguousarray(skimage.data.astronaut()[:, :, :3])
-    faces.append(SourceFace("astronaut", astronaut, face_landmarks(astronaut, upsample=1)))
+    images = [("astronaut", np.ascontiguousarray(skimage.data.astronaut()[:, :, :3]), 1)]
     cap = cv2.VideoCapture(str(carphone_path()))
     number, wanted = 0, set(CARPHONE_FRAMES)
     while wanted:
@@ -280,11 +257,16 @@ def source_faces() -> tuple[SourceFace, ...]:
         if not ok:
             break
         if number in wanted:
-            rgb = np.ascontiguousarray(frame[:, :, ::-1])
-            faces.append(SourceFace(f"carphone#{number}", rgb, face_landmarks(rgb, upsample=2)))
+            images.append((f"carphone#{number}", np.ascontiguousarray(frame[:, :, ::-1]), 2))
             wanted.discard(number)
         number += 1
     cap.release()
+    faces = []
+    for name, rgb, upsample in images:
+        try:
+            faces.append(SourceFace(name, rgb, face_landmarks(rgb, upsample=upsample)))
+        except LookupError:
+            raise MertoolError(f"no face found in the built-in source image {name}") from None
     if len(faces) < 2:
         raise MertoolError(f"{carphone_path()}: could not read frames of the sample video")
     return tuple(faces)
@@ -309,11 +291,6 @@ def _rng(cfg_seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(cfg_seed), *map(int, key)]))
 
 
-def _eye_centres(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    a, b = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
-    return (a, b) if a[0] <= b[0] else (b, a)
-
-
 def make_subject(index: int, cfg: SynthConfig) -> Subject:
     """Subject ``index`` (0-based): a source face with its own pose, light and noise.
 
@@ -324,7 +301,7 @@ def make_subject(index: int, cfg: SynthConfig) -> Subject:
     face = faces[index % len(faces)]
     rng = _rng(cfg.seed, 1, index)
     size = cfg.size
-    left, right = _eye_centres(face.landmarks)
+    left, right = eye_centres(face.landmarks)
     iod = float(np.linalg.norm(right - left))
     roll = np.arctan2(right[1] - left[1], right[0] - left[0])
     scale = rng.uniform(0.19, 0.23) * size / iod
@@ -373,7 +350,7 @@ def make_subject(index: int, cfg: SynthConfig) -> Subject:
 
 def _face_axes(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Unit 'right' and 'up' vectors of the face (image coordinates), midpoint, IOD."""
-    left, right = _eye_centres(lm)
+    left, right = eye_centres(lm)
     along = right - left
     iod = float(np.linalg.norm(along))
     x_axis = along / iod

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from conftest import astronaut_face, write_clip, write_manifest
-from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
-from mertool.preprocess.align import AlignConfig, align_clip, detect_landmarks, template_eyes
+from mertool.errors import MertoolError
+from mertool.faces import detect_landmarks, eye_centres
+from mertool.preprocess.align import align_clip, template_eyes
+from mertool.stages.align import AlignConfig, run_align
+from mertool.stages.stagefile import open_stage
 
 
 def _index_and_align(root, manifest, *extra):
@@ -57,7 +60,7 @@ def test_align_clip_is_pure_and_grayscale_works():
     face = astronaut_face()
     gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
     rgb_from_gray = np.repeat(gray[:, :, None], 3, axis=2)
-    result = align_clip([rgb_from_gray, rgb_from_gray], AlignConfig(size=112))
+    result = align_clip([rgb_from_gray, rgb_from_gray], **AlignConfig(size=112).align_options())
     assert result["frames"].shape == (2, 112, 112, 3)
     assert np.array_equal(result["frames"][0][..., 0], result["frames"][0][..., 2])
 
@@ -122,6 +125,7 @@ def test_two_faces_uses_largest(tmp_path, capsys):
     rc, _, out = _index_and_align(tmp_path, manifest, "--upsample", "1")
     assert rc == 0
     assert "2 faces found, using the largest" in capsys.readouterr().err
+    assert open_stage(out).meta["n_faces"] == [2]
     t = open_stage(out).sample("two")["transform"]
     # Map the template's eye midpoint back into the frame: it must fall on the big (left) face.
     mid = template_eyes(224, AlignConfig().margin).mean(0)
@@ -149,15 +153,44 @@ def test_unreadable_image_names_file(tmp_path, capsys, bad):
     rc, _, out = _index_and_align(tmp_path, manifest)
     err = capsys.readouterr().err
     assert "img001.png" in err and ("empty" in err if bad == "zero" else "corrupt" in err)
-    assert "c" in open_stage(out).failed
+    # the only clip failed: nothing is published, and the error says why
+    assert rc == 2 and "no sample could be processed (c: " in err and not out.exists()
 
 
 def test_bad_config_values(tmp_path, face_clip, capsys):
     samples = tmp_path / "s.csv"
     assert cli(["index", "--dataset", "manifest", "--sheet", str(face_clip["manifest"]), "-o", str(samples)]) == 0
     assert cli(["align", str(samples), "-o", str(tmp_path / "a.h5"), "--detector", "magic"]) == 2
-    assert "--detector must be hog or cnn" in capsys.readouterr().err
+    assert "detector must be hog or cnn" in capsys.readouterr().err
     cfg = tmp_path / "c.yaml"
     cfg.write_text("size: 64\nsharpen: true\n")
     assert cli(["align", str(samples), "-o", str(tmp_path / "a.h5"), "--config", str(cfg)]) == 2
     assert "unknown option(s) sharpen" in capsys.readouterr().err
+
+
+def test_eye_centres_are_ordered_left_to_right():
+    landmarks = np.zeros((68, 2))
+    landmarks[36:42] = (80.0, 50.0)  # the subject's right eye, mirrored to the image right
+    landmarks[42:48] = (20.0, 52.0)
+    np.testing.assert_array_equal(eye_centres(landmarks), [[20.0, 52.0], [80.0, 50.0]])
+
+
+def test_run_align_library_call(face_clip, tmp_path):
+    samples = tmp_path / "s.csv"
+    assert cli(["index", "--dataset", "manifest", "--sheet", str(face_clip["manifest"]), "-o", str(samples)]) == 0
+    result = run_align(samples, tmp_path / "a.h5", AlignConfig(size=64, frames="keyframes"), progress=False)
+    assert (result.done, result.failed, result.up_to_date) == (1, {}, False)
+    sf = open_stage(result.path, expect="aligned")
+    assert sf.params == AlignConfig(size=64, frames="keyframes").to_dict()
+    assert sf.meta["n_faces"] == [1] and sf.meta["apex"] == [4] and sf.meta["apex_source"] == ["sheet"]
+    assert [u["path"] for u in sf.upstream()] == [samples.resolve()]
+    again = run_align(samples, tmp_path / "a.h5", AlignConfig(size=64, frames="keyframes"), progress=False)
+    assert again.up_to_date and again.done == 1
+    with pytest.raises(MertoolError, match="size must be within 16..2048, got 5"):
+        run_align(samples, tmp_path / "b.h5", AlignConfig(size=5))
+    twice = tmp_path / "twice.csv"
+    lines = samples.read_text().splitlines()
+    twice.write_text("\n".join(lines + lines[1:]) + "\n")
+    with pytest.raises(MertoolError, match="listed twice: s1_c1"):
+        run_align(twice, tmp_path / "c.h5")
+

@@ -19,7 +19,6 @@ from mertool.models.backbones import (
     build_backbone,
     load_backbone_weights,
     map_checkpoint,
-    parameter_count,
 )
 from mertool.models.backbones import efficientnetv2 as E
 from mertool.models.backbones import convnext as CN
@@ -54,7 +53,7 @@ def test_backbone_parameter_counts_match_published_minus_classifier(full_backbon
         "mobilevit_xs": 2_317_848 - (384 * 1000 + 1000),
     }
     for name, n in expected.items():
-        assert parameter_count(full_backbones[name]) == n, name
+        assert count_parameters(full_backbones[name]) == n, name
 
 
 def test_resnet18_count_by_hand(full_backbones):
@@ -73,7 +72,7 @@ def test_resnet18_count_by_hand(full_backbones):
             if a != cout:
                 n += conv(a, cout, 1) + bn(cout)
         cin = cout
-    assert parameter_count(full_backbones["resnet18"]) == n
+    assert count_parameters(full_backbones["resnet18"]) == n
 
 
 def test_efficientnetv2_s_stage_layout(full_backbones):
@@ -93,7 +92,7 @@ def test_efficientnetv2_s_stage_layout(full_backbones):
 def test_small_backbones_forward_backward_and_tokens(name):
     torch.manual_seed(0)
     bb = build_backbone(name, width=0.25, depth=0.25)
-    assert parameter_count(bb) < parameter_count(build_backbone(name, width=0.5, depth=0.5))
+    assert count_parameters(bb) < count_parameters(build_backbone(name, width=0.5, depth=0.5))
     enc = TokenEncoder(bb, 32)
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     fmap = bb(x)
@@ -456,12 +455,12 @@ def _synthetic_dynimg(path, subjects=5, per_class=6, size=64, seed=0):
 
 @pytest.mark.slow
 def test_loso_dianet_small_learns_above_chance(tmp_path):
-    from mertool.train.engine import TrainConfig
-    from mertool.train.runner import train_run
+    from mertool.train.config import TrainConfig
+    from mertool.train.run import train_run
 
     feats = _synthetic_dynimg(tmp_path / "dynimg.h5")
     cfg = TrainConfig(model="dianet-small", epochs=12, batch_size=16, device="cpu", seed=0)
-    m = train_run(feats, cfg, tmp_path / "run", progress=False)
+    m = train_run(feats, tmp_path / "run", cfg, progress=False).metrics
     print({k: m[k] for k in ("accuracy", "uf1", "uar")})
     assert m["n_folds"] == 5 and m["n_samples"] == 90
     assert m["accuracy"] > 0.6 and m["uf1"] > 0.55  # chance is 1/3

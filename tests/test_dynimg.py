@@ -1,4 +1,5 @@
-"""Tests of the dynamic-image stage (mertool/preprocess/dynimg.py, `mertool dynimg`).
+"""Tests of dynamic images: the pure functions (mertool/preprocess/dynimg.py) and the stage
+(mertool/stages/dynimg.py, `mertool dynimg`).
 
 References are independent of the code under test: closed forms worked by hand (or with
 exact fractions), pixel-wise sums written out in plain loops, and OpenCV resizes.
@@ -25,16 +26,18 @@ from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.preprocess import dynimg as D
 from mertool.preprocess.dynimg import (
-    DynimgConfig,
     arp_weights,
+    clip_dynamic_images,
     dynamic_image,
     normalize_image,
     phase_dynamic_images,
+    phase_frame_counts,
     phase_weights,
-    run_dynimg,
     subtract_frame_mean,
     to_model_input,
 )
+from mertool.stages import dynimg as stage
+from mertool.stages.dynimg import DynimgConfig, run_dynimg
 
 S = 64  # aligned side in the fixtures
 MOUTH = [(37, 27), (37, 41)]  # (y, x) of the mouth corners in the 64 px astronaut crop
@@ -235,6 +238,37 @@ def test_resize_and_gray_are_applied_to_the_image_equivalently():
     assert three.shape == (3, 32, 32)
 
 
+def test_phase_frame_counts_select_by_frame_number():
+    assert phase_frame_counts([1, 2, 4, 5, 7], 1, 4, 7, ["onset", "offset", "whole"]).tolist() == [3, 3, 5]
+    assert phase_frame_counts(range(10, 17), 10, 10, 16, ["onset", "offset"]).tolist() == [1, 7]
+    assert phase_frame_counts([3, 4], 5, 6, 9, ["onset"]).tolist() == [0]  # no frame in the phase
+    with pytest.raises(ValueError, match="unknown phase"):
+        phase_frame_counts([1, 2], 1, 1, 2, ["apex"])
+
+
+def test_clip_images_from_streamed_blocks_equal_the_in_memory_ones():
+    rng = np.random.default_rng(9)
+    clip = rng.integers(0, 256, size=(11, 20, 20, 3), dtype=np.uint8)
+    numbers = np.arange(5, 16)
+    blocks = (clip[i : i + 4] for i in range(0, 11, 4))  # 4 + 4 + 3 frames
+    images, lengths = clip_dynamic_images(blocks, numbers, 5, 9, 15, kind="exact", size=12, channels=1,
+                                          normalize="standardize")
+    on, off = phase_dynamic_images(clip, 5, 9, 15, kind="exact")
+    assert images.shape == (2, 1, 12, 12) and images.dtype == np.float32 and lengths.tolist() == [5, 7]
+    np.testing.assert_allclose(images[0], to_model_input(on, 12, 1, "standardize"), atol=1e-5)
+    np.testing.assert_allclose(images[1], to_model_input(off, 12, 1, "standardize"), atol=1e-5)
+    # only "whole": the apex plays no part, so an unknown one (-1) is fine
+    whole, n = clip_dynamic_images([clip], numbers, 5, -1, 15, phases=["whole"], frame_norm="mean", normalize="none",
+                                   size=20)
+    ref = dynamic_image(clip, arp_weights(11, "linear"), preprocess=subtract_frame_mean)
+    assert n.tolist() == [11]
+    np.testing.assert_allclose(whole[0], ref.transpose(2, 0, 1), rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="frame_norm"):
+        clip_dynamic_images([clip], numbers, 5, 9, 15, frame_norm="median")
+    with pytest.raises(ValueError, match="more frames than weights"):
+        clip_dynamic_images([clip, clip], numbers, 5, 9, 15)
+
+
 # --------------------------------------------------------------------------- stage fixtures
 
 
@@ -343,7 +377,7 @@ def test_stage_on_face_clips(aligned, tmp_path, capsys):
         near[max(cy - 8, 0):cy + 9, max(cx - 8, 0):cx + 9] = True
     assert energy[near].mean() > 10 * energy[~near].mean()
     pngs = sorted((tmp_path / "prev").glob("*.png"))
-    assert len(pngs) == D.PREVIEW_COUNT
+    assert len(pngs) == stage.PREVIEW_COUNT
     img = cv2.imread(str(pngs[0]))
     assert img.shape[0] == 48 + 22 and img.shape[1] == 5 * 48 + 4 * 4
 
@@ -397,6 +431,39 @@ def test_apex_from_samples_csv(tmp_path, capsys):
     assert "s3_one" in capsys.readouterr().err
 
 
+def _samples_csv(path: Path, rows: dict[str, tuple[int, str]]) -> Path:
+    """A samples.csv with the given (apex, apex_source) per sample; other columns from CLIPS."""
+    with open(path, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["sample_id", "subject", "onset", "apex", "offset", "label", "apex_source"])
+        for sid, (apex, source) in rows.items():
+            on, _, off, _ = CLIPS[sid]
+            wr.writerow([sid, sid.split("_")[0], on, apex, off, "x", source])
+    return path
+
+
+def test_samples_csv_policy(aligned, tmp_path, capsys):
+    """--samples: a row per sample is required; a known apex replaces the aligned file's
+    apex and apex_source; a row with apex -1 keeps the aligned file's."""
+    rows = {sid: (ap, "sheet") for sid, (_, ap, _, _) in CLIPS.items()}
+    rows["s1_a"] = (4, "estimated:test")
+    rows["s3_samm"] = (-1, "unknown")
+    out = tmp_path / "d.h5"
+    rc = cli(["dynimg", str(aligned), "-o", str(out), "--size", "16", "--samples", str(_samples_csv(tmp_path / "s.csv", rows))])
+    assert rc == 0, capsys.readouterr().err
+    sf = open_stage(out)
+    assert sf.meta["apex"] == [4, 20, 9, 104, 7]
+    assert sf.meta["apex_source"] == ["estimated:test", "sheet", "sheet", "sheet", "sheet"]
+    assert sf.array("phase_frames").tolist()[0] == [4, 8]  # split at the CSV's apex: 1..4, 4..11
+    del rows["s2_c"]
+    capsys.readouterr()
+    missing = tmp_path / "e.h5"
+    assert cli(["dynimg", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("error:") == 1 and "s2_c" in err and "s1_a" not in err
+    assert not missing.exists() and not Path(str(missing) + ".parts").exists()
+
+
 def test_keyframes_clip_is_refused(tmp_path, capsys):
     path = write_aligned(tmp_path / "kf.h5", clips={"s1_a": CLIPS["s1_a"]}, params={"frames": "keyframes", "size": S})
     assert cli(["dynimg", str(path), "-o", str(tmp_path / "d.h5")]) == 2
@@ -417,13 +484,14 @@ def test_bad_inputs(aligned, tmp_path, capsys):
     out = str(tmp_path / "d.h5")
     cases = [
         ([str(tmp_path / "missing.h5"), "-o", out], "file not found"),
-        ([str(aligned), "-o", out, "--phases", "onset,apex"], "--phases"),
-        ([str(aligned), "-o", out, "--phases", "onset,onset"], "--phases"),
-        ([str(aligned), "-o", out, "--kind", "reverse"], "--kind"),
-        ([str(aligned), "-o", out, "--size", "4"], "--size"),
-        ([str(aligned), "-o", out, "--channels", "2"], "--channels"),
-        ([str(aligned), "-o", out, "--normalize", "l2"], "--normalize"),
-        ([str(aligned), "-o", out, "--frame-norm", "median"], "--frame-norm"),
+        # config errors name the field (the same message for YAML, keyword and flag)
+        ([str(aligned), "-o", out, "--phases", "onset,apex"], "phases must be"),
+        ([str(aligned), "-o", out, "--phases", "onset,onset"], "phases must be"),
+        ([str(aligned), "-o", out, "--kind", "reverse"], "kind must be"),
+        ([str(aligned), "-o", out, "--size", "4"], "size must be"),
+        ([str(aligned), "-o", out, "--channels", "2"], "channels must be"),
+        ([str(aligned), "-o", out, "--normalize", "l2"], "normalize must be"),
+        ([str(aligned), "-o", out, "--frame-norm", "median"], "frame_norm must be"),
     ]
     for args, needle in cases:
         assert cli(["dynimg", *args]) == 2, args
@@ -473,14 +541,14 @@ def test_long_clip_in_stage_matches_in_memory(tmp_path):
 
 _SLOW_RUN = """
 import sys, time
-import mertool.preprocess.dynimg as d
-orig, calls = d._dynimg_one, [0]
-def slow(task):  # the third sample hangs, so the parent can kill us mid-stage
+import mertool.stages.dynimg as d
+orig, calls = d.compute_clip, [0]
+def slow(case, **kw):  # the third sample hangs, so the parent can kill us mid-stage
     calls[0] += 1
     if calls[0] > 2:
         time.sleep(60)
-    return orig(task)
-d._dynimg_one = slow
+    return orig(case, **kw)
+d.compute_clip = slow
 d.run_dynimg(sys.argv[1], sys.argv[2], d.DynimgConfig(size=48), progress=False)
 """
 
@@ -507,12 +575,12 @@ def test_resume_after_kill_equals_uninterrupted_run(aligned, tmp_path, monkeypat
     assert not out.exists() and len(list(parts.glob("*.npz"))) == 2  # killed mid-stage
 
     calls = []
-    orig = D._dynimg_one
-    monkeypatch.setattr(D, "_dynimg_one", lambda task: calls.append(task[3]) or orig(task))
+    orig = stage.compute_clip
+    monkeypatch.setattr(stage, "compute_clip", lambda case, **kw: calls.append(case.sample_id) or orig(case, **kw))
     run_dynimg(aligned, out, DynimgConfig(size=48), progress=False)
     assert len(calls) == len(CLIPS) - 2  # only the unfinished samples were computed
-    monkeypatch.setattr(D, "_dynimg_one", orig)
-    clean = run_dynimg(aligned, tmp_path / "clean.h5", DynimgConfig(size=48), progress=False)
+    monkeypatch.setattr(stage, "compute_clip", orig)
+    clean = run_dynimg(aligned, tmp_path / "clean.h5", DynimgConfig(size=48), progress=False).path
     a, b = open_stage(out), open_stage(clean)
     np.testing.assert_array_equal(a.array("dynimg"), b.array("dynimg"))
     np.testing.assert_array_equal(a.array("phase_frames"), b.array("phase_frames"))
@@ -522,7 +590,8 @@ def test_resume_after_kill_equals_uninterrupted_run(aligned, tmp_path, monkeypat
 def test_parallel_jobs_equal_serial(aligned, tmp_path):
     one = run_dynimg(aligned, tmp_path / "j1.h5", DynimgConfig(size=16), jobs=1, progress=False)
     two = run_dynimg(aligned, tmp_path / "j2.h5", DynimgConfig(size=16), jobs=2, progress=False)
-    np.testing.assert_array_equal(open_stage(one).array("dynimg"), open_stage(two).array("dynimg"))
+    assert (one.done, two.done, one.failed, two.failed) == (len(CLIPS), len(CLIPS), {}, {})
+    np.testing.assert_array_equal(open_stage(one.path).array("dynimg"), open_stage(two.path).array("dynimg"))
 
 
 def test_help_has_example(capsys):

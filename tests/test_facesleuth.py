@@ -394,7 +394,8 @@ def test_augment_registered_with_engine():
 def test_engine_gradient_accumulation_equals_big_batch():
     """accumulate=2 with batch 2 gives the same SGD step as one batch of 4 (no BN, mean loss)."""
     from mertool.models import InputSpec, register_model
-    from mertool.train.engine import TrainConfig, resolve_recipe, train_fold
+    from mertool.train.config import TrainConfig, resolve_recipe
+    from mertool.train.fold import FoldTrainer
     from mertool.train.loso import Fold
 
     name = "_test_linear_accumulate"
@@ -419,7 +420,7 @@ def test_engine_gradient_accumulation_equals_big_batch():
     for bs, acc in [(4, 1), (2, 2)]:
         cfg = resolve_recipe(TrainConfig(model=name, epochs=1, batch_size=bs, accumulate=acc, optimizer="sgd",
                                          momentum=0.0, lr=0.5, device="cpu"))
-        _, state = train_fold(X, y, fold, 0, cfg, 2, torch.device("cpu"))
+        _, state = FoldTrainer(X, y, fold, 0, cfg, 2, torch.device("cpu")).run()
         states.append(state)
     torch.testing.assert_close(states[0]["fc.weight"], states[1]["fc.weight"])
     with pytest.raises(MertoolError, match="accumulate"):

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
-from mertool.importer import import_flow, match_key, parse_channels
+from mertool.stages.importer import import_flow, match_key, parse_channels
+from mertool.stages.stagefile import open_stage
 
 
 def _csv(path, rows, header=("Sample ID", "Subj", "Emotion")):
@@ -36,9 +36,11 @@ def test_arrays_tolerant_matching_and_unmatched(tmp_path, capsys):
     out = tmp_path / "flow.h5"
     rc = cli(["import", str(src), "--labels", str(labels), "-o", str(out), "--sample-col", "sample id",
               "--subject-col", "SUBJ", "--label-col", "emotion"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert rc == 0, err
     assert "1 CSV row(s) without a file: sub09_ep09" in err and "1 file(s) without a CSV row: orphan.npy" in err
+    assert f"{out}: 3 of 3 samples" in captured.out
     sf = open_stage(out, expect="flow")
     flow = sf.array("flow")
     assert flow.shape == (3, 3, 6, 5) and flow.dtype == np.float32
@@ -57,9 +59,9 @@ def test_images_bgr_channels_and_resize(tmp_path):
         bgr = np.stack([planes[k][2], planes[k][1], planes[k][0]], axis=-1)  # B=strain, G=v, R=u
         cv2.imwrite(str(src / f"s{k}.png"), bgr)
     labels = _csv(tmp_path / "l.csv", [["s0", "a", "x"], ["s1", "b", "y"]], header=("sample", "subject", "label"))
-    out, unmatched = import_flow(src, labels, tmp_path / "f.h5", channels="strain,v,u", size=12)
-    assert unmatched == {"rows": [], "files": []}
-    flow = open_stage(out, expect="flow").array("flow")
+    result = import_flow(src, labels, tmp_path / "f.h5", channels="strain,v,u", size=12)
+    assert (result.done, result.failed) == (2, {})  # both rows matched both files
+    flow = open_stage(result.path, expect="flow").array("flow")
     for k in range(2):
         expected = np.stack([cv2.resize(p.astype(np.float32) / 255, (12, 12), interpolation=cv2.INTER_CUBIC) for p in planes[k]])
         np.testing.assert_allclose(flow[k], expected, atol=1e-6)
@@ -74,8 +76,8 @@ def test_train_reads_import_unchanged(tmp_path):
     for k in range(4):
         np.save(src / f"c{k}.npy", _planes(k, 28, 28))
     labels = _csv(tmp_path / "l.csv", [[f"c{k}", f"s{k % 2}", "ab"[k % 2]] for k in range(4)], header=("sample", "subject", "label"))
-    out, _ = import_flow(src, labels, tmp_path / "f.h5", size=112)
-    data = load_train_data(out, get_entry("offtanet").input, model="offtanet")
+    result = import_flow(src, labels, tmp_path / "f.h5", size=112)
+    data = load_train_data(result.path, get_entry("offtanet").input, model="offtanet")
     assert data.inputs["flow"].shape == (4, 3, 112, 112)
 
 
@@ -102,3 +104,21 @@ def test_bad_input(tmp_path, capsys):
         import_flow(src, good, tmp_path / "o4.h5")
     with pytest.raises(MertoolError, match="input folder not found"):
         import_flow(tmp_path / "nope", good, tmp_path / "o5.h5")
+
+
+def test_unreadable_file_is_a_failed_sample_and_params_are_stable(tmp_path):
+    src = tmp_path / "a"
+    src.mkdir()
+    for k in range(3):
+        np.save(src / f"c{k}.npy", _planes(k))
+    (src / "c3.png").write_bytes(b"not a png")
+    labels = _csv(tmp_path / "l.csv", [[f"c{k}", "s", "x"] for k in range(4)], header=("sample", "subject", "label"))
+    result = import_flow(src, labels, tmp_path / "f.h5", progress=False)
+    assert result.done == 3 and list(result.failed) == ["c3"] and "unreadable image" in result.failed["c3"]
+    sf = open_stage(result.path, expect="flow")
+    assert sf.sample_ids == ["c0", "c1", "c2"] and sf.failed == result.failed
+    assert set(sf.params) == {"source", "folder", "channels", "size", "files"}
+    assert (sf.params["source"], sf.params["channels"], sf.params["size"]) == ("import", ["u", "v", "strain"], 0)
+    assert sf.meta["apex_source"] == ["import"] * 3 and sf.meta["clip"] == ["c0.npy", "c1.npy", "c2.npy"]
+    again = import_flow(src, labels, tmp_path / "f.h5", progress=False)
+    assert again.up_to_date and again.done == 3

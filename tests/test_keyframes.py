@@ -3,18 +3,19 @@ import numpy as np
 import pytest
 
 from conftest import astronaut_face
-from mertool.stages.stagefile import StageWriter
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
-from mertool.preprocess.keyframes import needs_repair, smooth, spot_apex
+from mertool.preprocess.keyframes import smooth, spot_apex
 from mertool.samples import Sample, read_samples, write_samples
+from mertool.stages.keyframes import KeyframesConfig, needs_repair, repair_apex, run_keyframes
+from mertool.stages.stagefile import StageWriter
 
 T, SIZE, PEAKS = 21, 160, (7, 12, 16)
 
 
 @pytest.fixture(scope="module")
 def face_and_landmarks():
-    from mertool.preprocess.align import detect_landmarks
+    from mertool.faces import detect_landmarks
 
     face = astronaut_face(SIZE)
     landmarks, _ = detect_landmarks(face)
@@ -80,9 +81,9 @@ def test_midpoint_smooth_and_needs_repair():
     assert needs_repair(Sample("a", "s", 1, 1, 9, "x")) == "apex == onset"
     assert needs_repair(Sample("a", "s", 1, 12, 9, "x")) == "outside onset..offset"
     assert needs_repair(Sample("a", "s", 1, 5, 9, "x")) == ""
-    with pytest.raises(MertoolError, match="unknown apex method"):
+    with pytest.raises(ValueError, match="unknown apex method"):
         spot_apex(np.zeros((3, 4, 4)), None, "peak")
-    with pytest.raises(MertoolError, match="68 x 2"):
+    with pytest.raises(ValueError, match="68 x 2"):
         spot_apex(np.zeros((3, 8, 8)), np.zeros((5, 2)), "regions")
 
 
@@ -122,7 +123,7 @@ def test_cli_bad_input(aligned, tmp_path, capsys):
     assert cli(["keyframes", str(src), "--aligned", str(aligned["path"]), "-o", str(tmp_path / "o.csv"), "--method", "peak"]) == 2
     assert "unknown apex method" in capsys.readouterr().err
     assert cli(["keyframes", str(src), "-o", str(tmp_path / "o.csv")]) == 2
-    assert "needs --aligned" in capsys.readouterr().err
+    assert "needs aligned" in capsys.readouterr().err
     assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "none.h5"), "-o", str(tmp_path / "o.csv")]) == 2
     assert "file not found" in capsys.readouterr().err
     other = StageWriter(tmp_path / "flow.h5", "flow", {})
@@ -131,7 +132,27 @@ def test_cli_bad_input(aligned, tmp_path, capsys):
     assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "flow.h5"), "-o", str(tmp_path / "o.csv")]) == 2
     assert "expected 'aligned'" in capsys.readouterr().err
     assert cli(["keyframes", str(src), "--aligned", str(aligned["path"])]) == 2
-    assert "give -o/--out" in capsys.readouterr().err
+    assert "give out" in capsys.readouterr().err
     # midpoint needs no aligned file
     assert cli(["keyframes", str(src), "--method", "midpoint", "-o", str(tmp_path / "m.csv")]) == 0
     assert read_samples(tmp_path / "m.csv")[0].apex_source == "estimated:midpoint"
+
+
+def test_library_call_falls_back_per_clip_and_reports(aligned, tmp_path):
+    # c0 has two aligned frames only, c2 none: neither can be spotted, both get the midpoint
+    src = _samples(tmp_path / "s.csv", [("c0", -1, "missing"), ("c2", 101 + PEAKS[2], "sheet")])
+    short = tmp_path / "short.h5"
+    writer = StageWriter(short, "aligned", {"size": SIZE, "test": "short"})
+    clip = aligned["clips"]["c0"]
+    writer.add("c0", {"frames": clip[:2], "frame_numbers": np.array([101, 102]), "landmarks": aligned["landmarks"],
+                      "transform": np.eye(2, 3)}, {"subject": "s1", "label": "happiness"})
+    writer.finish(["c0"], stacked=False)
+    result = run_keyframes(src, tmp_path / "o.csv", KeyframesConfig(respot=True), aligned=short)
+    assert result.repaired == {"c0": "requested", "c2": "requested"}
+    assert "holds only frames [101, 102]" in result.fallback["c0"] and result.fallback["c2"] == "not in the aligned file"
+    assert [s.apex_source for s in read_samples(result.path)] == ["estimated:midpoint"] * 2
+    assert result.summary() == f"{result.path}: 2 apex(es) estimated, 0 kept from the sheet"
+    with pytest.raises(MertoolError, match="smooth must be >= 1, got 0"):
+        repair_apex(read_samples(src), aligned["path"], KeyframesConfig(smooth=0))
+    with pytest.raises(MertoolError, match="no clip with a sheet apex found"):
+        run_keyframes(src, aligned=short, evaluate=True)

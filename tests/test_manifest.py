@@ -92,3 +92,13 @@ def test_datasets_verb_lists_adapters(capsys):
     assert cli(["datasets"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert {"manifest", "casme2", "samm", "megc2019"} <= set(names)
+
+
+def test_importing_the_package_registers_every_adapter():
+    """Explicit imports, no lazy string list: the registry is complete once the package is imported."""
+    import subprocess
+    import sys
+
+    code = "import mertool.datasets as d; print(' '.join(d.list_datasets()))"
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert set(names) == {"casme", "casme-sq", "casme2", "casme3", "manifest", "megc2019", "mmew", "offtanet3", "samm", "smic"}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +19,9 @@ import torch.nn.functional as F
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.models import count_parameters, create_model, get_entry, list_models
-from mertool.models.flops import MatMul, count_flops, example_inputs, summarize_model
+from mertool.models.describe import summarize_model
+from mertool.models.flops import count_flops, example_inputs
+from mertool.models.layers import MatMul
 
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 
@@ -108,6 +112,44 @@ def test_registry_entry_is_well_formed(name):
 def test_unknown_model_suggests_close_names():
     with pytest.raises(MertoolError, match="did you mean offtanet"):
         get_entry("offtanett")
+
+
+def test_importing_models_fills_the_registry_without_importing_train():
+    """Families are imported explicitly; models/ never reaches up into train/ (no side effects)."""
+    code = (
+        "import sys, mertool.models as m; "
+        "print(any(k.startswith('mertool.train') for k in sys.modules), *m.list_models())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False"
+    # Every family's models, without asking for them (other tests may add their own models here).
+    builtin = {n for n in list_models() if get_entry(n).builder.__module__.startswith("mertool.models.")}
+    assert set(out[1:]) == builtin and {"offtanet", "ststnet", "dianet", "facesleuth"} <= builtin
+
+
+def test_family_augmentations_are_plain_functions_named_in_defaults():
+    """train/augment registers them by these names; the model files only define them."""
+    from mertool.models.dianet import dynimg_fliprot
+    from mertool.models.facesleuth import augment_pair
+
+    assert get_entry("dianet").defaults["augment"] == "dynimg_fliprot"
+    assert get_entry("facesleuth").defaults["augment"] == "facesleuth_pair"
+    x = torch.randn(2, 2, 3, 16, 16)
+    out = dynimg_fliprot({"dynimg": x, "aus": torch.ones(2, 21)}, torch.Generator().manual_seed(0))
+    assert out["dynimg"].shape == x.shape and torch.equal(out["aus"], torch.ones(2, 21))
+    pair = {"onset": torch.randn(2, 3, 16, 16), "apex": torch.randn(2, 3, 16, 16)}
+    assert augment_pair(pair, torch.Generator().manual_seed(0))["apex"].shape == (2, 3, 16, 16)
+
+
+def test_describe_models_text_and_raw_columns():
+    from mertool.models.describe import describe_models
+
+    cols, rows = describe_models(["ststnet"], convention="torchstat")
+    assert cols == ["model", "input", "params", "FLOPs (torchstat)", "description"]
+    assert rows[0][:3] == ["ststnet", "flow 3x28x28 [flow]", "1,651"]
+    cols, rows = describe_models(["ststnet"], flops=False, raw=True)
+    assert cols[:6] == ["model", "stage", "input", "num_classes", "params", "flops_macs"]
+    assert rows[0][:6] == ["ststnet", "flow", "flow 3x28x28 [flow]", 3, 1651, None]
 
 
 # --- baselines: parameter counts worked out by hand from the papers' layouts ---------------

@@ -1,4 +1,5 @@
-"""`mertool pairs`: aligned onset/apex frames stacked for frame-pair models."""
+"""`mertool pairs`: aligned onset/apex frames stacked for frame-pair models (the pure
+functions in mertool/preprocess/pairs.py, the stage in mertool/stages/pairs.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 
 from mertool.stages.stagefile import StageWriter, open_stage
 from mertool.cli.main import cli
-from mertool.preprocess.pairs import PairsConfig, run_pairs, select_pair
+from mertool.preprocess.pairs import select_pair
+from mertool.stages.pairs import PairsConfig, run_pairs
 
 S = 32
 
@@ -56,7 +58,7 @@ def test_pairs_selects_frames_and_copies_meta(tmp_path, capsys):
     out = tmp_path / "pairs.h5"
     rc = cli(["pairs", str(aligned), "-o", str(out), "--size", str(S)])
     assert rc == 0
-    assert "2 onset/apex pairs (1 clip(s) left out)" in capsys.readouterr().out
+    assert f"{out}: 2 of 3 samples, onset/apex pairs" in capsys.readouterr().out
     sf = open_stage(out, expect="pairs")
     assert sf.layout == "stacked" and sf.sample_ids == ["s1_a", "s2_b"]
     onset, apex = sf.array("onset"), sf.array("apex")
@@ -72,9 +74,9 @@ def test_pairs_selects_frames_and_copies_meta(tmp_path, capsys):
 
 def test_missing_apex_middle_and_samples_csv(tmp_path):
     aligned = write_aligned(tmp_path / "aligned.h5", CLIPS)
-    path, failed = run_pairs(aligned, tmp_path / "mid.h5", PairsConfig(size=S, missing_apex="middle"), progress=False)
-    sf = open_stage(path)
-    assert not failed and sf.meta["apex"][2] == 7 and sf.meta["apex_source"][2] == "middle"  # frames 5..9
+    result = run_pairs(aligned, tmp_path / "mid.h5", PairsConfig(size=S, missing_apex="middle"), progress=False)
+    sf = open_stage(result.path)
+    assert not result.failed and result.done == 3 and sf.meta["apex"][2] == 7 and sf.meta["apex_source"][2] == "middle"  # frames 5..9
     np.testing.assert_array_equal(sf.array("apex")[2], open_stage(aligned).sample("s3_c")["frames"][2].transpose(2, 0, 1))
 
     csv_path = tmp_path / "samples.csv"
@@ -83,18 +85,70 @@ def test_missing_apex_middle_and_samples_csv(tmp_path):
         w.writerow(["sample_id", "subject", "onset", "apex", "offset", "label", "apex_source"])
         w.writerow(["s3_c", "s3", 5, 8, 9, "happy", "estimated:flow"])
         w.writerow(["s1_a", "s1", 10, -1, 15, "happy", "sheet"])  # unknown here: keep the aligned file's 13
-    path, failed = run_pairs(aligned, tmp_path / "kf.h5", PairsConfig(size=S), samples_csv=csv_path, progress=False)
-    sf = open_stage(path)
-    assert not failed
+        w.writerow(["s2_b", "s2", 1, 2, 4, "sad", "sheet"])
+    result = run_pairs(aligned, tmp_path / "kf.h5", PairsConfig(size=S), samples_csv=csv_path, progress=False)
+    sf = open_stage(result.path)
+    assert not result.failed
     assert sf.meta["apex"] == [13, 2, 8] and sf.meta["apex_source"][2] == "estimated:flow"
+
+
+def _samples_csv(path: Path, rows: dict[str, tuple[int, str]]) -> Path:
+    """A samples.csv with the given (apex, apex_source) per sample; other columns from CLIPS."""
+    clips = {c["sid"]: c for c in CLIPS}
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["sample_id", "subject", "onset", "apex", "offset", "label", "apex_source"])
+        for sid, (apex, source) in rows.items():
+            c = clips[sid]
+            w.writerow([sid, c["subject"], c["onset"], apex, c["offset"], c["label"], source])
+    return path
+
+
+def test_samples_csv_policy(tmp_path, capsys):
+    """--samples: a row per sample is required; a known apex replaces the aligned file's
+    apex and apex_source; a row with apex -1 keeps the aligned file's."""
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS)
+    rows = {"s1_a": (14, "estimated:flow"), "s2_b": (-1, "unknown"), "s3_c": (8, "estimated:flow")}
+    out = tmp_path / "pairs.h5"
+    rc = cli(["pairs", str(aligned), "-o", str(out), "--size", str(S), "--samples", str(_samples_csv(tmp_path / "s.csv", rows))])
+    assert rc == 0, capsys.readouterr().err
+    sf = open_stage(out)
+    assert sf.sample_ids == ["s1_a", "s2_b", "s3_c"] and not sf.failed
+    assert sf.meta["apex"] == [14, 2, 8]
+    assert sf.meta["apex_source"] == ["estimated:flow", "sheet", "estimated:flow"]
+    frames = open_stage(aligned).sample("s1_a")["frames"]
+    np.testing.assert_array_equal(sf.array("apex")[0], frames[4].transpose(2, 0, 1))  # frame 14
+    del rows["s2_b"]
+    capsys.readouterr()
+    missing = tmp_path / "m.h5"
+    assert cli(["pairs", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("error:") == 1 and "s2_b" in err and "s1_a" not in err
+    assert not missing.exists() and not Path(str(missing) + ".parts").exists()
+
+
+def test_parallel_jobs_equal_serial_and_preview(tmp_path, capsys):
+    aligned = write_aligned(tmp_path / "aligned.h5", CLIPS)
+    one = run_pairs(aligned, tmp_path / "j1.h5", PairsConfig(size=S), progress=False)
+    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "j2.h5"), "--size", str(S), "--jobs", "2",
+                "--preview", str(tmp_path / "prev")]) == 0
+    a, b = open_stage(one.path), open_stage(tmp_path / "j2.h5")
+    assert (one.done, one.failed.keys()) == (2, {"s3_c"}) and a.failed == b.failed
+    np.testing.assert_array_equal(a.array("onset"), b.array("onset"))
+    np.testing.assert_array_equal(a.array("apex"), b.array("apex"))
+    assert a.meta == b.meta
+    pngs = sorted((tmp_path / "prev").glob("*.png"))
+    assert [p.stem for p in pngs] == ["s1_a", "s2_b"]  # the failed clip has none
+    img = cv2.imread(str(pngs[0]))
+    assert img.shape == (S + 22, 2 * S + 4, 3)
 
 
 def test_resize_matches_opencv_area(tmp_path):
     aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:2])
-    path, _ = run_pairs(aligned, tmp_path / "p16.h5", PairsConfig(size=16), progress=False)
+    result = run_pairs(aligned, tmp_path / "p16.h5", PairsConfig(size=16), progress=False)
     frame = open_stage(aligned).sample("s2_b")["frames"][0]
     ref = cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
-    np.testing.assert_array_equal(open_stage(path).array("onset")[1], ref)
+    np.testing.assert_array_equal(open_stage(result.path).array("onset")[1], ref)
 
 
 def test_resume_and_changed_params(tmp_path, capsys):
@@ -144,7 +198,9 @@ def test_bad_inputs(tmp_path, capsys):
     assert "expected 'aligned'" in capsys.readouterr().err
     only_unknown = write_aligned(tmp_path / "unknown.h5", CLIPS[2:])
     assert cli(["pairs", str(only_unknown), "-o", str(tmp_path / "u.h5")]) == 2
-    assert "no clip has a usable onset/apex pair" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the driver's one error when every sample fails
+    assert "no sample could be processed" in err and "s3_c: apex unknown" in err
+    assert not (tmp_path / "u.h5").exists()
     csv_bad = tmp_path / "bad.csv"
     csv_bad.write_text("a,b\n1,2\n")
     assert cli(["pairs", str(aligned), "-o", str(tmp_path / "c.h5"), "--samples", str(csv_bad)]) == 2

@@ -1,4 +1,4 @@
-"""The training engine: end-to-end run, honest selection, reproducibility, resume, bad input."""
+"""Training (config, fold trainer, run): end-to-end run, honest selection, reproducibility, resume, bad input."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from mertool.stages.stagefile import open_stage
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.models import get_entry
-from mertool.train import engine as engine_mod
+from mertool.train import fold as fold_mod
+from mertool.train.config import TrainConfig, resolve_recipe
 from mertool.train.data import load_train_data
-from mertool.train.engine import TrainConfig, class_weights, resolve_recipe, train_fold
+from mertool.train.fold import FoldTrainer, class_weights
 from mertool.train.loso import make_folds
 from mertool.train.augment import get_augment
 from train_fixtures import TinyFlowNet, ensure_tiny, synthetic_flow, write_flow_h5
@@ -91,7 +92,7 @@ def _load(flow_file):
 
 def _fold_probs(data, y, fold, cfg):
     X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
-    result, _ = train_fold(X, y, fold, 0, cfg, len(data.classes), torch.device("cpu"))
+    result, _ = FoldTrainer(X, y, fold, 0, cfg, len(data.classes), torch.device("cpu")).run()
     return np.array(result.probs), result
 
 
@@ -149,7 +150,7 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted(flow_file, tmp_path,
     args = ["train", str(flow_file), "--model", "tinyflow", "--epochs", "6", "-q", "--device", "cpu"]
     assert cli([*args, "-o", str(full)]) == 0
     # Interrupt the second run right after fold s2 wrote its epoch-4 checkpoint.
-    real_save = engine_mod._atomic_torch_save
+    real_save = fold_mod.atomic_torch_save
     calls = {"n": 0}
 
     def save_then_die(obj, path):
@@ -159,11 +160,11 @@ def test_resume_from_epoch_checkpoint_matches_uninterrupted(flow_file, tmp_path,
             raise KeyboardInterrupt
 
     part = tmp_path / "part"
-    monkeypatch.setattr(engine_mod, "_atomic_torch_save", save_then_die)
+    monkeypatch.setattr(fold_mod, "atomic_torch_save", save_then_die)
     assert cli([*args, "-o", str(part), "--config", str(_yaml(tmp_path, checkpoint_every=2))]) == 130
     assert (part / "folds" / "s1" / "result.json").exists()
     assert (part / "folds" / "s2" / "checkpoint.pt").exists() and not (part / "folds" / "s2" / "result.json").exists()
-    monkeypatch.setattr(engine_mod, "_atomic_torch_save", real_save)
+    monkeypatch.setattr(fold_mod, "atomic_torch_save", real_save)
     s1_mtime = (part / "folds" / "s1" / "result.json").stat().st_mtime_ns
     assert cli([*args, "-o", str(part), "--config", str(_yaml(tmp_path, checkpoint_every=2))]) == 0
     assert (part / "folds" / "s1" / "result.json").stat().st_mtime_ns == s1_mtime  # finished fold kept

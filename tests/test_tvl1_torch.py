@@ -6,7 +6,13 @@ import cv2
 import numpy as np
 import torch
 
-from mertool.preprocess.tvl1_torch import centered_gradient, median5, remap_cubic, resize_linear, tvl1_torch
+from mertool.preprocess.tvl1 import TVL1Params
+from mertool.preprocess.tvl1_torch import _make_median_update, centered_gradient, remap_cubic, resize_linear, tvl1_torch
+
+
+def median5(x: torch.Tensor) -> torch.Tensor:
+    """5 x 5 median of B x H x W images: the solver's (pure) median update, all pairs active."""
+    return _make_median_update(5)(x[:, None], torch.ones(len(x), dtype=torch.bool))[:, 0]
 
 
 def _devices() -> list[str]:
@@ -46,7 +52,7 @@ def test_median_and_gradient_match_opencv_conventions() -> None:
 
 def test_batch_gives_the_pairs_own_answers() -> None:
     # per-pair stopping: a pair's flow does not depend on the others in its batch
-    from test_flow import face_gray, warp_pair
+    from flow_fixtures import face_gray, warp_pair
 
     a0, b0, _ = warp_pair(face_gray(64), 0.7, -0.3)
     a1, b1, _ = warp_pair(face_gray(64), -0.2, 0.5)
@@ -68,7 +74,7 @@ from mertool.preprocess import tvl1_torch as T  # noqa: E402
 
 
 def _pairs(size: int = 48):
-    from test_flow import face_gray, warp_pair
+    from flow_fixtures import face_gray, warp_pair
 
     # different motions converge after different numbers of iterations
     specs = [(0.7, -0.3, 0.0), (-1.6, 0.9, 0.0), (1.2, 0.4, size / 6)]
@@ -166,14 +172,14 @@ def test_masked_batch_equals_each_pair_alone(monkeypatch, device: str) -> None:
     a, b, _ = _pairs()
     a, b = a.to(device), b.to(device)
     seen = _count_active_iterations(monkeypatch)
-    batch = T.tvl1_torch(a, b, check_every=7, nscales=2)
+    batch = T.tvl1_torch(a, b, TVL1Params(nscales=2), check_every=7)
     masks = torch.stack(seen).cpu()  # iterations x pairs
     per_pair = masks.sum(0).tolist()
     # the pairs stopped at different iterations, and the batch ran past some pair's stop
     assert len(set(per_pair)) == 3 and len(masks) > min(per_pair)
     seen.clear()
     for i in range(3):
-        alone = T.tvl1_torch(a[i : i + 1], b[i : i + 1], check_every=1, nscales=2)
+        alone = T.tvl1_torch(a[i : i + 1], b[i : i + 1], TVL1Params(nscales=2), check_every=1)
         assert torch.allclose(batch[i], alone[0], atol=1e-5), i
         assert int(torch.stack(seen).sum()) == per_pair[i]  # same iterations, one at a time
         seen.clear()
@@ -220,6 +226,8 @@ def test_bad_arguments() -> None:
         T.tvl1_torch(a, b, remap="linear")
     with pytest.raises(ValueError, match="B x H x W"):
         T.tvl1_torch(a, b[:2])
+    with pytest.raises(ValueError, match="gamma must be 0"):  # no illumination term here
+        T.tvl1_torch(a, b, TVL1Params(gamma=0.1))
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch) -> None:
@@ -240,7 +248,7 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch) -> None
 
 
 def test_compile_option_reaches_the_solver(tmp_path: Path, capsys, monkeypatch) -> None:
-    from test_flow import face_clip, write_aligned
+    from flow_fixtures import face_clip, write_aligned
 
     from mertool.cli.main import cli
 

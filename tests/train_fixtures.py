@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mertool.stages.stagefile import StageWriter
-from mertool.models import _REGISTRY, InputSpec, register_model
+from mertool.models._registry import _REGISTRY, InputSpec, register_model
 
 TINY = "tinyflow"
 TINY_SIZE = 16

@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..log import setup_cli_logging
-from ..preprocess.align import AlignConfig, run_align
-from ..samples import read_samples
-from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption
+from ..stages.align import AlignConfig, run_align
+from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
+
+_D = AlignConfig()
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +21,12 @@ def register(app: typer.Typer) -> None:
     )
     def align(
         samples_csv: Path = typer.Argument(..., help="samples.csv from `mertool index`."),
-        out: Path = typer.Option(..., "-o", "--out", help="aligned.h5 to write."),
-        size: Optional[int] = typer.Option(None, help="Crop size in pixels [default: 224]."),
-        margin: Optional[float] = typer.Option(None, help="Border around the face, fraction of the crop [default: 0.1]."),
-        detector: Optional[str] = typer.Option(None, help="Face detector: hog or cnn [default: hog]."),
-        upsample: Optional[int] = typer.Option(None, help="Detector upsampling, finds small faces [default: 1]."),
-        frames: Optional[str] = typer.Option(None, help="all (onset..offset) or keyframes (onset, apex) [default: all]."),
+        out: Path = out_option("aligned.h5 to write."),
+        size: Optional[int] = typer.Option(None, help=f"Crop size in pixels [default: {_D.size}]."),
+        margin: Optional[float] = typer.Option(None, help=f"Border around the face, fraction of the crop [default: {_D.margin}]."),
+        detector: Optional[str] = typer.Option(None, help=f"Face detector: hog or cnn [default: {_D.detector}]."),
+        upsample: Optional[int] = typer.Option(None, help=f"Detector upsampling, finds small faces [default: {_D.upsample}]."),
+        frames: Optional[str] = typer.Option(None, help=f"all (onset..offset) or keyframes (onset, apex) [default: {_D.frames}]."),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
@@ -34,6 +35,5 @@ def register(app: typer.Typer) -> None:
         """Detect the face on each clip's onset frame and align every frame with one similarity transform."""
         setup_cli_logging()
         cfg = AlignConfig.resolve(config, size=size, margin=margin, detector=detector, upsample=upsample, frames=frames)
-        samples = read_samples(samples_csv)
-        path, failed = run_align(samples, out, cfg, upstream=[samples_csv], jobs=jobs, overwrite=overwrite, preview=preview)
-        typer.echo(f"{path}: {len(samples) - len(failed)} of {len(samples)} clips aligned")
+        result = run_align(samples_csv, out, cfg, jobs=jobs, overwrite=overwrite, preview=preview)
+        typer.echo(result.summary("aligned"))

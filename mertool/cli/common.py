@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-OutOption = typer.Option(..., "-o", "--out", help="Output file.")
+
+def out_option(help: str, default: Any = ...) -> Any:
+    """The ``-o/--out`` option with a verb's own help text.
+
+    Parameters
+    ----------
+    help : str
+        What the verb writes there (``"flow.h5 to write."``).
+    default : optional
+        Required when omitted; else the default value (``None`` or a path).
+
+    Examples
+    --------
+    ``out: Path = out_option("aligned.h5 to write.")`` in a verb's signature.
+    """
+    return typer.Option(default, "-o", "--out", help=help)
+
+
 ConfigOption: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (CLI flags override it).")
 OverwriteOption: bool = typer.Option(False, "--overwrite", help="Replace an output made with other parameters or inputs.")
 JobsOption: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (-1 = all cores).")

@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 
 from ..log import setup_cli_logging
+from .common import out_option
 
 
 def register(app: typer.Typer) -> None:
     @app.command("demo", epilog="Example: mertool demo -o mertool_demo   (about a minute: mertool demo --quick)")
     def demo(
-        out: Path = typer.Option(Path("mertool_demo"), "-o", "--out", help="Demo folder (data, work, pictures, runs)."),
+        out: Path = out_option("Demo folder (data, work, pictures, runs).", default=Path("mertool_demo")),
         model: str = typer.Option("offtanet", "--model", "-m", help="Model to train (flow, dynimg or pairs inputs)."),
         quick: bool = typer.Option(False, "--quick", help="Small set (6 subjects, 36 clips of 16 frames)."),
         epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per LOSO fold [default: 20, quick 30]."),

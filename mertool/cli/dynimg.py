@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ..log import setup_cli_logging
-from ..preprocess.dynimg import DynimgConfig, run_dynimg
-from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption
+from ..stages.dynimg import DynimgConfig, run_dynimg
+from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
 
 _D = DynimgConfig()
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     )
     def dynimg(
         aligned: Path = typer.Argument(..., help="aligned.h5 from `mertool align` (all frames onset..offset)."),
-        out: Path = typer.Option(..., "-o", "--out", help="dynimg.h5 to write."),
+        out: Path = out_option("dynimg.h5 to write."),
         phases: Optional[str] = typer.Option(
             None, "--phases",
             help="onset,offset = DI-Onset (onset..apex) and DI-Offset (apex..offset, ranked backwards); "
@@ -46,7 +46,9 @@ def register(app: typer.Typer) -> None:
             help=f"Per-frame preprocessing: none, or mean (subtract each frame's channel means) [default: {_D.frame_norm}].",
         ),
         samples: Optional[Path] = typer.Option(
-            None, "--samples", help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`)."
+            None, "--samples",
+            help="samples.csv with a row per aligned sample (e.g. from `mertool keyframes`); "
+            "a known apex (not -1) replaces the aligned file's.",
         ),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
@@ -59,4 +61,5 @@ def register(app: typer.Typer) -> None:
             config, phases=phases, kind=kind, size=size, channels=channels,
             normalize=normalize, frame_norm=frame_norm,
         )
-        run_dynimg(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
+        result = run_dynimg(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
+        typer.echo(result.summary(f"{len(cfg.phase_list())} dynamic image(s) each"))

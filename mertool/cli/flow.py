@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..stages.stagefile import open_stage
 from ..log import setup_cli_logging
-from ..preprocess.flow import FlowConfig, run_flow
-from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption
+from ..preprocess.strain import NORMALISATIONS, STRAIN_METHODS
+from ..preprocess.tvl1 import BACKENDS
+from ..stages.flow import PAIR_MODES, FlowConfig, run_flow
+from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
+
+_D = FlowConfig()  # defaults (the TV-L1 ones are TVL1Params', i.e. OpenCV's)
+_RUN = inspect.signature(run_flow).parameters  # defaults of the run options
+_FIELDS = [f.name for f in dataclasses.fields(FlowConfig)]
+
+
+def _default(field: str) -> str:
+    return f"[default: {getattr(_D, field)}]"
+
+
+def _per_preset(field: str) -> str:
+    values = ", ".join(f"{name} {preset[field]}" for name, preset in FlowConfig.PRESETS.items())
+    return f"[default: per preset: {values}]"
 
 
 def register(app: typer.Typer) -> None:
@@ -23,67 +39,71 @@ def register(app: typer.Typer) -> None:
     )
     def flow(
         aligned_h5: Path = typer.Argument(..., help="aligned.h5 from `mertool align`."),
-        out: Path = typer.Option(..., "-o", "--out", help="flow.h5 to write."),
+        out: Path = out_option("flow.h5 to write."),
         samples: Optional[Path] = typer.Option(
-            None, "--samples", help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`)."
+            None, "--samples",
+            help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`); "
+            "it needs a row for every sample, and a row with apex -1 keeps the aligned file's apex.",
         ),
-        preset: Optional[str] = typer.Option(None, help="offtanet (112, Sobel) or ststnet (28) [default: offtanet]."),
-        size: Optional[int] = typer.Option(None, help="Side of the stored u, v, strain maps [default: per preset, 112]."),
+        preset: Optional[str] = typer.Option(
+            None, help=f"{' or '.join(FlowConfig.PRESETS)}: defaults of the options below {_default('preset')}."
+        ),
+        size: Optional[int] = typer.Option(
+            None, help=f"Side of the stored u, v, strain maps, resized from the flow {_per_preset('size')}."
+        ),
         flow_size: Optional[int] = typer.Option(
-            None, help="Frames resized (bicubic) to this before the flow; 0 = aligned size [default: 112]."
+            None, help=f"Frames resized (bicubic) to this before the flow; 0 = aligned size {_per_preset('flow_size')}."
         ),
-        pairs: Optional[str] = typer.Option(None, help="apex (onset->apex) or all (onset->every frame) [default: apex]."),
-        normalise: Optional[str] = typer.Option(None, help="Per-sample normalisation: none, minmax or magnitude [default: none]."),
-        strain: Optional[str] = typer.Option(None, help="Strain derivatives: sobel or central [default: sobel]."),
-        backend: Optional[str] = typer.Option(None, help="TV-L1 implementation: opencv or torch [default: opencv]."),
-        device: str = typer.Option("auto", help="torch backend device: auto, cpu or cuda."),
-        batch_size: int = typer.Option(64, "--batch-size", help="torch backend: pairs solved at once."),
+        pairs: Optional[str] = typer.Option(
+            None, help=f"{' or '.join(PAIR_MODES)}: onset->apex, or onset->every frame {_default('pairs')}."
+        ),
+        normalise: Optional[str] = typer.Option(
+            None,
+            help=f"Per-sample scaling ({', '.join(NORMALISATIONS)}). none: u, v in pixels of the stored SIZE x SIZE "
+            "grid, strain dimensionless; minmax: each channel to 0..1; magnitude: u, v divided by the largest flow "
+            f"magnitude, strain by its largest value {_default('normalise')}.",
+        ),
+        strain: Optional[str] = typer.Option(
+            None,
+            help=f"Strain derivatives ({' or '.join(STRAIN_METHODS)}), both per pixel of the flow (sobel: 3x3 Sobel "
+            "divided by 8; central: (f[x+1] - f[x-1]) / 2), so strain is dimensionless and kept as it is when "
+            f"resized {_default('strain')}.",
+        ),
+        backend: Optional[str] = typer.Option(
+            None, help=f"TV-L1 implementation: {' or '.join(BACKENDS)} {_default('backend')}."
+        ),
+        device: str = typer.Option(_RUN["device"].default, help="torch backend device: auto, cpu, cuda or cuda:N."),
+        batch_size: int = typer.Option(_RUN["batch_size"].default, help="torch backend: samples (and pairs) solved at once."),
         compile: bool = typer.Option(
-            False, "--compile", help="torch backend: fuse the solver with torch.compile (GPU speed-up after a one-off compile)."
+            _RUN["compile"].default, "--compile",
+            help="torch backend: fuse the solver with torch.compile (GPU speed-up after a one-off compile).",
         ),
-        tau: Optional[float] = typer.Option(None, help="TV-L1 time step [default: 0.25]."),
-        lambda_: Optional[float] = typer.Option(None, "--lambda", help="TV-L1 data weight [default: 0.15]."),
-        theta: Optional[float] = typer.Option(None, help="TV-L1 coupling [default: 0.3]."),
-        nscales: Optional[int] = typer.Option(None, help="Pyramid levels [default: 5]."),
-        warps: Optional[int] = typer.Option(None, help="Warps per level [default: 5]."),
-        epsilon: Optional[float] = typer.Option(None, help="Stopping threshold [default: 0.01]."),
-        inner_iterations: Optional[int] = typer.Option(None, help="Inner iterations [default: 30]."),
-        outer_iterations: Optional[int] = typer.Option(None, help="Outer iterations [default: 10]."),
-        scale_step: Optional[float] = typer.Option(None, help="Pyramid scale step [default: 0.8]."),
-        gamma: Optional[float] = typer.Option(None, help="Illumination term weight, opencv backend only [default: 0]."),
-        median_filtering: Optional[int] = typer.Option(None, help="Median filter size of the flow: 1, 3 or 5 [default: 5]."),
+        tau: Optional[float] = typer.Option(None, help=f"TV-L1 time step {_default('tau')}."),
+        lambda_: Optional[float] = typer.Option(None, "--lambda", help=f"TV-L1 data weight {_default('lambda_')}."),
+        theta: Optional[float] = typer.Option(None, help=f"TV-L1 coupling {_default('theta')}."),
+        nscales: Optional[int] = typer.Option(None, help=f"Pyramid levels {_default('nscales')}."),
+        warps: Optional[int] = typer.Option(None, help=f"Warps per level {_default('warps')}."),
+        epsilon: Optional[float] = typer.Option(None, help=f"Stopping threshold {_default('epsilon')}."),
+        inner_iterations: Optional[int] = typer.Option(None, help=f"Inner iterations {_default('inner_iterations')}."),
+        outer_iterations: Optional[int] = typer.Option(None, help=f"Outer iterations {_default('outer_iterations')}."),
+        scale_step: Optional[float] = typer.Option(None, help=f"Pyramid scale step {_default('scale_step')}."),
+        gamma: Optional[float] = typer.Option(
+            None, help=f"Illumination term weight, opencv backend only {_default('gamma')}."
+        ),
+        median_filtering: Optional[int] = typer.Option(
+            None, help=f"Median filter size of the flow: 1 (off), 3 or 5 {_default('median_filtering')}."
+        ),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
         preview: Optional[Path] = PreviewOption,
     ) -> None:
         """TV-L1 optical flow (u, v) and optical strain between onset and apex, as N x 3 x S x S."""
+        options = locals()  # the parameters above, by name: the config fields among them are passed on
         setup_cli_logging()
-        cfg = FlowConfig.resolve(
-            config,
-            preset=preset,
-            size=size,
-            flow_size=flow_size,
-            pairs=pairs,
-            normalise=normalise,
-            strain=strain,
-            backend=backend,
-            tau=tau,
-            lambda_=lambda_,
-            theta=theta,
-            nscales=nscales,
-            warps=warps,
-            epsilon=epsilon,
-            inner_iterations=inner_iterations,
-            outer_iterations=outer_iterations,
-            scale_step=scale_step,
-            gamma=gamma,
-            median_filtering=median_filtering,
-        )
-        path = run_flow(
+        cfg = FlowConfig.resolve(config, **{name: options.get(name) for name in _FIELDS})
+        result = run_flow(
             aligned_h5, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview,
             device=device, batch_size=batch_size, compile=compile,
         )
-        sf = open_stage(path)
-        total = len(sf) + len(sf.failed)
-        typer.echo(f"{path}: {len(sf)} of {total} samples, flow {cfg.size}x{cfg.size} ({cfg.backend})")
+        typer.echo(result.summary(f"flow {cfg.size}x{cfg.size} ({cfg.backend})"))

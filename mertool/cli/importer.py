@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ..stages.stagefile import open_stage
-from ..importer import import_flow
-from ..log import logger, setup_cli_logging
-from .common import OverwriteOption
+from ..log import setup_cli_logging
+from ..stages.importer import import_flow
+from .common import JobsOption, OverwriteOption, out_option
 
 
 def register(app: typer.Typer) -> None:
@@ -20,16 +19,19 @@ def register(app: typer.Typer) -> None:
     def import_(
         folder: Path = typer.Argument(..., help="Folder of per-sample .npy/.npz arrays or PNG/JPG images."),
         labels: Path = typer.Option(..., "--labels", help="CSV with sample, subject and label columns."),
-        out: Path = typer.Option(..., "-o", "--out", help="Stage file to write (same layout as `mertool flow`)."),
+        out: Path = out_option("Stage file to write (same layout as `mertool flow`)."),
         channels: str = typer.Option("u,v,strain", "--channels", help="Names of the stored channels in file order (images: B,G,R)."),
         size: int = typer.Option(0, "--size", help="Resize planes to SIZE x SIZE (0 keeps the files' size)."),
         sample_col: str = typer.Option("sample", "--sample-col", help="CSV column with the sample id / file name."),
         subject_col: str = typer.Option("subject", "--subject-col", help="CSV column with the subject."),
         label_col: str = typer.Option("label", "--label-col", help="CSV column with the class label."),
+        jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
     ) -> None:
         """Import precomputed inputs (e.g. the composite benchmark's u/v/strain images) for `mertool train`."""
         setup_cli_logging()
-        path, _ = import_flow(folder, labels, out, channels, size, sample_col, subject_col, label_col, overwrite)
-        sf = open_stage(path, expect="flow")
-        logger.info(f"{path}: {len(sf)} samples, flow {sf.shapes()['flow']}")
+        result = import_flow(
+            folder, labels, out, channels=channels, size=size, sample_col=sample_col, subject_col=subject_col,
+            label_col=label_col, jobs=jobs, overwrite=overwrite,
+        )
+        typer.echo(result.summary("flow (u, v, strain)"))

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("labels:    " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         for name, shape in sf.shapes().items():
             typer.echo(f"array:     {name} {shape}")
-        for up in json.loads(a.get("upstream", "[]")):
+        for up in sf.upstream():
             typer.echo(f"upstream:  {up['path']} (key {up['key']})")
         typer.echo("params:    " + json.dumps(sf.params, sort_keys=True))
         if sf.failed:

@@ -1,18 +1,19 @@
 """The ``mertool`` command: a typer app assembled from one module per verb group.
 
-Each module in ``VERB_MODULES`` defines ``register(app)``. User mistakes arrive here as
-:class:`~mertool.errors.MertoolError` and leave as one ``error: ...`` line and exit code 2.
+Each module in ``VERBS`` defines ``register(app)``; a new verb is one module plus one
+entry there. User mistakes arrive here as :class:`~mertool.errors.MertoolError` and
+leave as one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 from typer.exceptions import TyperException
 
 from ..errors import MertoolError
+from . import align, demo, dynimg, flow, importer, index, info, keyframes, models, pairs, synth, train
 
 app = typer.Typer(
     name="mertool",
@@ -23,11 +24,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# One module per verb group; each has register(app).
-VERB_MODULES = ["index", "align", "flow", "dynimg", "pairs", "info", "models", "train", "keyframes", "importer", "synth", "demo"]
+# One module per verb group, in the order `mertool --help` lists their commands.
+VERBS = (index, align, flow, dynimg, pairs, info, models, train, keyframes, importer, synth, demo)
 
-for _name in VERB_MODULES:
-    importlib.import_module(f"{__package__}.{_name}").register(app)
+for _verb in VERBS:
+    _verb.register(app)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from ..log import setup_cli_logging
-from ..preprocess.pairs import PairsConfig, run_pairs
-from .common import ConfigOption, OverwriteOption
+from ..stages.pairs import PairsConfig, run_pairs
+from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
+
+_D = PairsConfig()
 
 
 def register(app: typer.Typer) -> None:
@@ -19,21 +21,24 @@ def register(app: typer.Typer) -> None:
     )
     def pairs(
         aligned: Path = typer.Argument(..., help="aligned.h5 from `mertool align`."),
-        out: Path = typer.Option(..., "-o", "--out", help="pairs.h5 to write."),
-        size: Optional[int] = typer.Option(None, help="Output side in pixels [default: 224]."),
+        out: Path = out_option("pairs.h5 to write."),
+        size: Optional[int] = typer.Option(None, "--size", help=f"Output side in pixels [default: {_D.size}]."),
         samples: Optional[Path] = typer.Option(
-            None, "--samples", help="samples.csv whose apex frames (when known) replace the aligned file's."
+            None, "--samples",
+            help="samples.csv with a row per aligned sample (e.g. from `mertool keyframes`); "
+            "a known apex (not -1) replaces the aligned file's.",
         ),
         missing_apex: Optional[str] = typer.Option(
-            None, "--missing-apex", help="Clips without an apex: skip or middle (middle frame) [default: skip]."
+            None, "--missing-apex",
+            help=f"Clips without an apex: skip or middle (middle frame) [default: {_D.missing_apex}].",
         ),
         config: Optional[Path] = ConfigOption,
+        jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
+        preview: Optional[Path] = PreviewOption,
     ) -> None:
         """Stack each clip's aligned onset and apex frames (N x 3 x S x S uint8) with its meta and AUs."""
         setup_cli_logging()
         cfg = PairsConfig.resolve(config, size=size, missing_apex=missing_apex)
-        path, failed = run_pairs(aligned, out, cfg, samples_csv=samples, overwrite=overwrite)
-        from ..stages.stagefile import open_stage
-
-        typer.echo(f"{path}: {len(open_stage(path))} onset/apex pairs ({len(failed)} clip(s) left out)")
+        result = run_pairs(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
+        typer.echo(result.summary("onset/apex pairs"))

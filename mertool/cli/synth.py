@@ -10,7 +10,7 @@ import typer
 
 from ..log import logger, setup_cli_logging
 from ..synth import DEFAULT_CLASSES, MOTION_CLASSES, SynthConfig, generate, parse_range, plan
-from .common import ConfigOption, JobsOption, OverwriteOption
+from .common import ConfigOption, JobsOption, OverwriteOption, out_option
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         ),
     )
     def synth(
-        out: Path = typer.Option(..., "-o", "--out", help="Folder to write (image folders, manifest.csv, synth.json)."),
+        out: Path = out_option("Folder to write (image folders, manifest.csv, synth.json)."),
         subjects: Optional[int] = typer.Option(None, "--subjects", help="Subjects (LOSO folds) [default: 12]."),
         per_class: Optional[int] = typer.Option(None, "--per-class", help="Clips per class per subject [default: 4]."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Master seed; same seed, same files [default: 0]."),

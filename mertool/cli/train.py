@@ -10,7 +10,7 @@ import typer
 
 from ..errors import MertoolError
 from ..log import logger, setup_cli_logging
-from .common import ConfigOption, OverwriteOption
+from .common import ConfigOption, OverwriteOption, out_option
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         features: Optional[Path] = typer.Argument(None, help="Features stage file (e.g. flow.h5)."),
         features_opt: Optional[Path] = typer.Option(None, "--features", help="Same as the positional FEATURES."),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (see `mertool models`)."),
-        out: Optional[Path] = typer.Option(None, "-o", "--out", help="Run directory [default: runs/<model>]."),
+        out: Optional[Path] = out_option("Run directory [default: runs/<model>, runs/<model>_ORACLE with --oracle].", None),
         config: Optional[Path] = ConfigOption,
         scheme: Optional[str] = typer.Option(None, "--scheme", help="loso | kfold | fixed [default: loso]."),
         k: Optional[int] = typer.Option(None, "--k", help="Folds for --scheme kfold [default: 5]."),
@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
         The honest default trains every fold for a fixed epoch budget; nothing is chosen
         by looking at a test subject. Re-running the same command resumes a killed run.
         """
-        from ..train.engine import TrainConfig
-        from ..train.runner import train_run
+        from ..train.config import TrainConfig
+        from ..train.run import train_run
 
         setup_cli_logging()
         if features is not None and features_opt is not None and features != features_opt:
@@ -71,15 +71,9 @@ def register(app: typer.Typer) -> None:
             test_subjects=[s.strip() for s in test_subjects.split(",") if s.strip()] if test_subjects else None,
         )
         cfg = TrainConfig.resolve(config, **overrides)
-        run_dir = out or Path("runs") / (cfg.model + ("_ORACLE" if cfg.oracle else ""))
-        m = train_run(path, cfg, run_dir, overwrite=overwrite, progress=not quiet)
-        logger.info(
-            f"{run_dir}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  acc {m['accuracy']:.4f}  "
-            f"({m['n_folds']} folds, {m['n_samples']} samples)"
-        )
-        if "oracle" in m:
-            o = m["oracle"]
-            logger.info(f"{run_dir}: ORACLE (best epoch on test, not honest): UF1 {o['uf1']:.4f}  UAR {o['uar']:.4f}")
+        result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
+        for line in result.summary().splitlines():
+            logger.info(line)
 
     @app.command(
         "report",

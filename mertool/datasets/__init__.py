@@ -1,50 +1,24 @@
 """Dataset adapters, found by name (``mertool index --dataset NAME``).
 
 An adapter is a function ``load(root, sheet, **options) -> list[Sample]`` registered
-with :func:`register_dataset`. Adding a dataset is one new module listed in ``_MODULES``.
+with :func:`register_dataset`. The adapter modules are imported explicitly below, so
+importing this package fills the registry; adding a dataset is one new module plus one
+name in that import.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import MertoolError
 from ..samples import Sample
+from ._registry import Adapter, get_adapter, list_datasets, register_dataset
+from .protocols import DEFAULT_PROTOCOL, filter_rare, get_protocol, log_dropped
 
-Adapter = Callable[..., list[Sample]]
-_REGISTRY: dict[str, tuple[Adapter, str]] = {}
-_MODULES = ["manifest", "casme2", "samm", "mmew", "casme", "casme_sq", "casme3", "smic", "composites"]
+# The adapters: importing them registers them.
+from . import casme, casme2, casme3, casme_sq, composites, manifest, mmew, samm, smic  # noqa: F401
 
-
-def register_dataset(name: str, description: str) -> Callable[[Adapter], Adapter]:
-    def wrap(fn: Adapter) -> Adapter:
-        _REGISTRY[name] = (fn, description)
-        return fn
-
-    return wrap
-
-
-def _load_modules() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"{__name__}.{mod}")
-
-
-def list_datasets() -> dict[str, str]:
-    """Registered dataset names and one-line descriptions."""
-    _load_modules()
-    return {k: v[1] for k, v in sorted(_REGISTRY.items())}
-
-
-def get_adapter(name: str) -> Adapter:
-    _load_modules()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MertoolError(f"unknown dataset {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name][0]
+__all__ = ["Adapter", "get_adapter", "list_datasets", "load_dataset", "register_dataset"]
 
 
 def load_dataset(
@@ -60,8 +34,6 @@ def load_dataset(
     ``protocol`` picks the class map (published datasets; see ``datasets/protocols.py``);
     ``min_class_count`` drops classes with fewer samples and reports them (DIANet: 10).
     """
-    from .protocols import DEFAULT_PROTOCOL, filter_rare, get_protocol, log_dropped
-
     adapter = get_adapter(name)
     if protocol is not None:
         if name not in DEFAULT_PROTOCOL:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import MertoolError
 from ..samples import Sample
-from . import register_dataset
+from ._registry import register_dataset
 from .casme2 import locate_sub_clip
 from .protocols import get_protocol
 from .sheets import (

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import MertoolError
 from ..log import logger
 from ..samples import Sample
-from . import register_dataset
+from ._registry import register_dataset
 from .protocols import COMPOSITE_PARTS, DEFAULT_PROTOCOL, get_protocol
 from .sheets import IndexReport
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import MertoolError
 from ..log import logger
 from ..samples import Sample, check_keyframes, clip_numbers, video_frame_count
-from . import register_dataset
+from ._registry import register_dataset
 
 REQUIRED = ("sample_id", "subject", "onset", "apex", "offset", "label")
 OPTIONAL = ("frames", "video", "aus", "dataset", "clip")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import MertoolError
 from ..samples import Sample
-from . import register_dataset
+from ._registry import register_dataset
 from .protocols import get_protocol
 from .sheets import IndexReport, Row, cell_text, data_root, find_dir, find_sheet, finish, index_sheet, subject_number
 

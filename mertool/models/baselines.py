@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import InputSpec, register_model
+from ._registry import InputSpec, register_model
 
 
 class STSTNet(nn.Module):

@@ -40,10 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MertoolError
-from . import InputSpec, register_model
-from ..train.augment import register_augment
-from .flops import MatMul
+from ._registry import InputSpec, register_model
 from .backbones import TokenEncoder, build_backbone, load_backbone_weights, resolve_name
+from .layers import MatMul
 
 #: lambda of the consistency loss. The paper gives none; 0.1 is mertool's documented choice.
 DEFAULT_CONSISTENCY = 0.1
@@ -152,9 +151,12 @@ def augment_dynimg(x: torch.Tensor, max_degrees: float = 10.0, generator: torch.
     return F.grid_sample(flat, grid, padding_mode="border", align_corners=False).reshape(n, p, c, h, w)
 
 
-@register_augment("dynimg_fliprot")
 def dynimg_fliprot(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Engine augmentation for dynamic images: :func:`augment_dynimg` on ``dynimg``."""
+    """Engine augmentation for dynamic images: :func:`augment_dynimg` on ``dynimg``.
+
+    :mod:`mertool.train.augment` registers it as ``"dynimg_fliprot"`` (the name in this
+    family's ``defaults["augment"]``); a plain function here, so models never import train.
+    """
     return {k: augment_dynimg(v, generator=generator) if k == "dynimg" else v for k, v in batch.items()}
 
 
@@ -194,7 +196,7 @@ class DIANet(nn.Module):
         Local torchvision/timm checkpoint of the backbone, loaded into every stream.
 
     Training augmentation (the paper's flip + rotation) is the engine's job: the
-    registered augmentation ``"dynimg_fliprot"`` is in this model's defaults.
+    augmentation ``"dynimg_fliprot"`` (:func:`dynimg_fliprot`) is in this model's defaults.
     """
 
     def __init__(

@@ -26,8 +26,9 @@ Hooks the training engine uses when present:
   (``theta_lr_scale`` x lr) and no weight decay (decay would pull the angle to 0, i.e.
   towards horizontal attention, a bias the experiment must not have).
 - ``epoch_log()``: the current angle of each SOA module in degrees, logged per epoch.
-- augmentation ``"facesleuth_pair"`` (registered with :mod:`mertool.train.augment`):
-  the same flip / padded crop / small rotation on onset and apex of a sample.
+- augmentation ``"facesleuth_pair"`` (:func:`augment_pair`, which
+  :mod:`mertool.train.augment` registers under that name): the same flip / padded crop /
+  small rotation on onset and apex of a sample.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MertoolError
-from . import InputSpec, count_parameters, register_model
+from ._factory import count_parameters
+from ._registry import InputSpec, register_model
 from .attention import MODES, THETA_MODES, DirectionalAttentionBlock
 from .swin import SmallViT, SwinTransformer, load_swin_checkpoint, map_swin_checkpoint
 
@@ -287,14 +289,6 @@ def augment_pair(
     for k in present:
         out[k] = transform_pair(batch[k], theta)
     return out
-
-
-try:  # the engine's augmentation registry (mertool.train may be absent in slim installs)
-    from ..train.augment import register_augment
-
-    register_augment("facesleuth_pair")(augment_pair)
-except ImportError:  # pragma: no cover
-    pass
 
 
 # -- registry ----------------------------------------------------------------------------

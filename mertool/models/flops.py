@@ -1,4 +1,4 @@
-"""Parameter and FLOP counting for registered models (``mertool models``).
+"""FLOP counting for registered models (``mertool models``, :mod:`mertool.models.describe`).
 
 FLOPs are counted per sample with forward hooks. Three conventions, because papers
 mix them:
@@ -6,7 +6,7 @@ mix them:
 ``"macs"`` (default)
     Multiply-accumulates of the layers that matter: Conv (``k_h k_w c_in/groups`` per
     output element), Linear (``in_features`` per output element), the attention matrix
-    products (:class:`MatMul` modules, ``nn.MultiheadAttention``). No bias adds,
+    products (:class:`~mertool.models.layers.MatMul` modules, ``nn.MultiheadAttention``). No bias adds,
     normalisation, activations or pooling. This is what "FLOPs" means in most
     CNN/transformer papers (thop, fvcore).
 ``"flops"``
@@ -20,7 +20,8 @@ mix them:
     for (matrix products, sigmoid, softmax, element-wise products) counts 0.
 
 Plain ``torch.matmul`` calls are invisible to forward hooks; a model that wants its
-attention products counted computes them through a :class:`MatMul` module.
+attention products counted computes them through a :class:`~mertool.models.layers.MatMul`
+module.
 """
 
 from __future__ import annotations
@@ -33,19 +34,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .layers import MatMul
+
 CONVENTIONS = ("macs", "flops", "torchstat")
 
 # Shapes of per-sample meta fields a model may declare in InputSpec.meta.
 META_SHAPES: dict[str, tuple[int, ...]] = {"aus": (21,)}
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU)
-
-
-class MatMul(nn.Module):
-    """``a @ b`` as a module, so FLOP counters can see attention products."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(a, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,54 +168,3 @@ def example_inputs(spec: Any, batch: int = 1, device: str | torch.device = "cpu"
             raise KeyError(f"meta field {field!r} has no known shape; add it to mertool.models.flops.META_SHAPES")
         out[field] = torch.randint(0, 2, (batch, *META_SHAPES[field]), generator=g).float()
     return {k: v.to(device) for k, v in out.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSummary:
-    name: str
-    stage: str
-    arrays: dict[str, tuple[int, ...]]
-    meta: tuple[str, ...]
-    num_classes: int
-    params: int
-    flops: int | None  # per sample, in ``convention``; None when not computed
-    convention: str
-    description: str
-
-    @property
-    def input_text(self) -> str:
-        arrays = ", ".join(f"{k} {'x'.join(map(str, s))}" for k, s in self.arrays.items())
-        meta = f" + {', '.join(self.meta)}" if self.meta else ""
-        return f"{arrays}{meta} [{self.stage}]"
-
-
-def summarize_model(name: str, num_classes: int = 3, flops: bool = True, convention: str = "macs") -> ModelSummary:
-    """Build ``name`` (random weights) and count its trainable parameters and FLOPs.
-
-    Parameters
-    ----------
-    name : str
-        A registered model.
-    num_classes : int
-        Size of the classifier head (parameter counts depend on it).
-    flops : bool
-        Also run one forward pass to count FLOPs (slow for big models on CPU).
-    convention : str
-        FLOP convention (see :func:`count_flops`).
-    """
-    from . import count_parameters, create_model, get_entry
-
-    entry = get_entry(name)
-    try:
-        # Shapes are all the counters need: build and run on the meta device (no
-        # arithmetic, no weight init), which makes listing 8 M-parameter models instant.
-        with torch.device("meta"):
-            model = create_model(name, num_classes=num_classes)
-            n_flops = count_flops(model, example_inputs(entry.input, device="meta"), convention).total if flops else None
-    except Exception:  # noqa: BLE001 - a model with data-dependent ops: count on the CPU
-        model = create_model(name, num_classes=num_classes)
-        n_flops = count_flops(model, example_inputs(entry.input), convention).total if flops else None
-    return ModelSummary(
-        name, entry.input.stage, dict(entry.input.arrays), tuple(entry.input.meta), num_classes,
-        count_parameters(model), n_flops, convention, entry.description,
-    )

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import InputSpec, register_model
-from .flops import MatMul
+from ._registry import InputSpec, register_model
+from .layers import MatMul
 
 FEATURE_SIZE = 14  # side of the maps the self-attention sees (112 / 8)
 

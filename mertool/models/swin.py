@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import read_state_dict
+from ._factory import read_state_dict
 from ..errors import MertoolError
 
 

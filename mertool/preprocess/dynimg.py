@@ -26,34 +26,24 @@ Conventions (all follow from the formulas, documented because users ask):
 - Two frames give ``F_2 - F_1`` (linear) or ``(F_2 - F_1) / 2`` (exact).
 - Resizing and the RGB -> gray conversion are linear, so they are applied to the dynamic
   image rather than to every frame (same result, T times cheaper).
+
+Everything here is pure (arrays in, arrays out, ``ValueError`` on bad input); the
+``dynimg`` stage that reads aligned.h5 and writes dynimg.h5 is :mod:`mertool.stages.dynimg`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 import cv2
-import h5py
 import numpy as np
-
-from ..stages.stagefile import StageWriter, open_stage
-from ..config import StageConfig
-from ..errors import MertoolError
-from ..log import logger
-from ..parallel import parallel_map
-from ..samples import read_samples
 
 KINDS = ("linear", "reverse", "exact")
 STAGE_KINDS = ("linear", "exact")
 PHASES = ("onset", "offset", "whole")
 NORMALIZATIONS = ("minmax", "standardize", "none")
 FRAME_NORMS = ("none", "mean")
-CHUNK = 32  # frames read from HDF5 at a time: bounds memory for very long clips
-PREVIEW_COUNT = 4
+CHUNK = 32  # frames weighted at a time: bounds memory for very long clips
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
 
 
@@ -90,8 +80,26 @@ def arp_weights(T: int, kind: str = "linear") -> np.ndarray:
     return 2 * (T - t + 1) - (T + 1) * (harmonic[T] - harmonic[:-1])
 
 
-def _phase_span(name: str, onset: int, apex: int, offset: int) -> tuple[int, int]:
+def phase_span(name: str, onset: int, apex: int, offset: int) -> tuple[int, int]:
+    """First and last frame number of a phase: onset..apex, apex..offset or onset..offset."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}; valid: {', '.join(PHASES)}")
     return {"onset": (onset, apex), "offset": (apex, offset), "whole": (onset, offset)}[name]
+
+
+def phase_frame_counts(
+    frame_numbers: Sequence[int], onset: int, apex: int, offset: int, phases: Sequence[str]
+) -> np.ndarray:
+    """How many of the clip's frames lie in each phase (both ends included).
+
+    Returns
+    -------
+    numpy.ndarray
+        One int64 count per phase; 0 means the phase holds no frame of the clip.
+    """
+    numbers = np.asarray(frame_numbers, dtype=np.int64)
+    spans = [phase_span(p, onset, apex, offset) for p in phases]
+    return np.array([np.count_nonzero((numbers >= lo) & (numbers <= hi)) for lo, hi in spans], np.int64)
 
 
 def phase_weights(
@@ -137,9 +145,7 @@ def phase_weights(
         raise ValueError(f"need onset <= apex <= offset, got {onset}, {apex}, {offset}")
     out = np.zeros((len(phases), numbers.size))
     for p, name in enumerate(phases):
-        if name not in PHASES:
-            raise ValueError(f"unknown phase {name!r}; valid: {', '.join(PHASES)}")
-        lo, hi = _phase_span(name, onset, apex, offset)
+        lo, hi = phase_span(name, onset, apex, offset)
         idx = np.flatnonzero((numbers >= lo) & (numbers <= hi))
         if idx.size == 0:
             raise ValueError(f"phase {name!r} ({lo}..{hi}) holds no frame of the clip")
@@ -174,12 +180,28 @@ def _chunks_of(frames: np.ndarray | Iterable[np.ndarray], chunk: int) -> Iterato
         yield _as_hwc(frame)[None]
 
 
-def _accumulate(
+def accumulate_chunks(
     chunks: Iterable[np.ndarray],
     weights: np.ndarray,
-    preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """sum_t weights[:, t] * preprocess(F_t) over a stream of frame blocks (float64)."""
+    """``sum_t weights[:, t] * preprocess(F_t)`` over a stream of frame blocks, in float64.
+
+    Parameters
+    ----------
+    chunks : iterable of arrays k x H x W x C
+        The clip's frames in order, a block at a time (e.g. ``StageFile.iter_frames``), so
+        a long clip never has to be in memory whole.
+    weights : array, shape (P, T)
+        P weight rows over the T frames (see :func:`phase_weights`).
+    preprocess : callable, optional
+        Applied to each frame (float64 H x W x C) before weighting.
+
+    Returns
+    -------
+    numpy.ndarray
+        P x H x W x C float64.
+    """
     P, T = weights.shape
     acc: np.ndarray | None = None
     t = 0
@@ -229,7 +251,7 @@ def dynamic_image(
     w = np.asarray(weights, dtype=np.float64)
     if w.ndim not in (1, 2) or w.shape[-1] == 0:
         raise ValueError(f"weights must have shape (T,) or (P, T), got {w.shape}")
-    acc = _accumulate(_chunks_of(frames, CHUNK), np.atleast_2d(w), preprocess)
+    acc = accumulate_chunks(_chunks_of(frames, CHUNK), np.atleast_2d(w), preprocess)
     return acc[0] if w.ndim == 1 else acc
 
 
@@ -323,266 +345,54 @@ def to_model_input(di: np.ndarray, size: int, channels: int, normalize: str) -> 
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
 
 
-# --------------------------------------------------------------------------- stage
-
-
-@dataclasses.dataclass
-class DynimgConfig(StageConfig):
-    """Options of the ``dynimg`` stage (recorded in dynimg.h5).
-
-    Attributes
-    ----------
-    phases : str
-        Comma list of ``onset`` (onset..apex), ``offset`` (apex..offset, ranked
-        backwards), ``whole`` (onset..offset); DIANet uses ``onset,offset``.
-    kind : {"linear", "exact"}
-        ARP weights (DIANet: linear).
-    size : int
-        Output side S (DIANet: 224).
-    channels : {3, 1}
-        1 = gray (BT.601 luma), e.g. for SAMM whose 3 channels are identical.
-    normalize : {"minmax", "standardize", "none"}
-        Per-image rescaling of the stored dynamic images.
-    frame_norm : {"none", "mean"}
-        Per-frame preprocessing: ``mean`` removes each frame's channel means.
-    """
-
-    phases: str = "onset,offset"
-    kind: str = "linear"
-    size: int = 224
-    channels: int = 3
-    normalize: str = "minmax"
-    frame_norm: str = "none"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.phases, (list, tuple)):
-            self.phases = ",".join(map(str, self.phases))
-
-    def phase_list(self) -> list[str]:
-        return [p.strip() for p in str(self.phases).split(",") if p.strip()]
-
-    def validate(self) -> None:
-        names = self.phase_list()
-        bad = [p for p in names if p not in PHASES]
-        if not names or bad or len(set(names)) != len(names):
-            raise MertoolError(
-                f"--phases {self.phases!r}: give a comma list of distinct phases from "
-                f"{', '.join(PHASES)} (e.g. onset,offset or whole)"
-            )
-        if self.kind not in STAGE_KINDS:
-            raise MertoolError(f"--kind {self.kind!r}: choose {' or '.join(STAGE_KINDS)}")
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 8 <= self.size <= 4096:
-            raise MertoolError(f"--size {self.size!r}: must be an integer in 8..4096")
-        if self.channels not in (1, 3):
-            raise MertoolError(f"--channels {self.channels!r}: must be 1 (gray) or 3 (RGB)")
-        if self.normalize not in NORMALIZATIONS:
-            raise MertoolError(f"--normalize {self.normalize!r}: choose {', '.join(NORMALIZATIONS)}")
-        if self.frame_norm not in FRAME_NORMS:
-            raise MertoolError(f"--frame-norm {self.frame_norm!r}: choose {', '.join(FRAME_NORMS)}")
-
-
-def _frames_path(layout: str, row: int) -> tuple[str, int | None]:
-    """Where a sample's frames live in a stage file (per-sample group or stacked row)."""
-    return (f"samples/{row}/frames", None) if layout != "stacked" else ("data/frames", row)
-
-
-def _read_chunks(path: str, layout: str, row: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
-    """Stream a sample's frames from aligned.h5, ``chunk`` frames at a time."""
-    name, stacked_row = _frames_path(layout, row)
-    with h5py.File(path, "r") as h5:
-        ds = h5[name]
-        T = ds.shape[0] if stacked_row is None else ds.shape[1]
-        for i in range(0, T, chunk):
-            block = ds[i : i + chunk] if stacked_row is None else ds[stacked_row, i : i + chunk]
-            if block.ndim == 3:
-                block = block[..., None]
-            yield block
-
-
-def _dynimg_one(task: tuple) -> tuple[str, dict[str, np.ndarray] | None, str | None]:
-    """Worker: one sample's phase dynamic images (picklable; runs in a worker process)."""
-    path, layout, row, sid, numbers, keys, cfg = task
-    try:
-        w = phase_weights(numbers, *keys, phases=cfg["phase_list"], kind=cfg["kind"])
-        pre = subtract_frame_mean if cfg["frame_norm"] == "mean" else None
-        dis = _accumulate(_read_chunks(path, layout, row), w, pre)
-        stack = np.stack([to_model_input(d, cfg["size"], cfg["channels"], cfg["normalize"]) for d in dis])
-        spans = [_phase_span(p, *keys) for p in cfg["phase_list"]]
-        lengths = np.array([np.count_nonzero((numbers >= lo) & (numbers <= hi)) for lo, hi in spans], np.int64)
-        return sid, {"dynimg": stack, "phase_frames": lengths}, None
-    except (ValueError, OSError, KeyError) as exc:
-        return sid, None, f"{type(exc).__name__}: {exc}"
-
-
-def _apex_overrides(samples_csv: str | Path, sample_ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-    rows = {s.sample_id: s for s in read_samples(samples_csv)}
-    missing = [sid for sid in sample_ids if sid not in rows]
-    if missing:
-        raise MertoolError(
-            f"{samples_csv}: no row for sample(s) {', '.join(missing[:5])}"
-            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            + " of the aligned file; pass the samples.csv the clips were aligned from"
-        )
-    return {sid: (int(rows[sid].apex), rows[sid].apex_source) for sid in sample_ids}
-
-
-def _plan(
-    sf: Any, config: DynimgConfig, samples_csv: str | Path | None
-) -> list[tuple[str, np.ndarray, tuple[int, int, int], dict]]:
-    """Check every sample before any work: apex known, full clip present."""
-    phases = config.phase_list()
-    needs_apex = any(p != "whole" for p in phases)
-    overrides = _apex_overrides(samples_csv, sf.sample_ids) if samples_csv is not None else {}
-    keyframes_file = str(sf.params.get("frames", "")) == "keyframes"
-    plan = []
-    with h5py.File(sf.path, "r") as h5:
-        for sid in sf.sample_ids:
-            meta = dict(sf.meta_of(sid))
-            if sid in overrides:
-                meta["apex"], meta["apex_source"] = overrides[sid]
-            row = sf.row(sid)
-            name, stacked_row = _frames_path(sf.layout, row)
-            nums_name = name.replace("frames", "frame_numbers")
-            if nums_name not in h5 or name not in h5:
-                raise MertoolError(f"{sf.path}: sample {sid} has no frames/frame_numbers arrays; is it an aligned.h5?")
-            numbers = np.asarray(h5[nums_name][...] if stacked_row is None else h5[nums_name][stacked_row], dtype=np.int64)
-            onset, apex, offset = int(meta["onset"]), int(meta.get("apex", -1)), int(meta["offset"])
-            span = offset - onset + 1
-            if keyframes_file or (numbers.size == 2 and span > 2 and list(numbers) == [onset, apex]):
-                raise MertoolError(
-                    f"sample {sid}: aligned with --frames keyframes (only onset and apex); dynamic images "
-                    "need every frame onset..offset: re-run `mertool align` without --frames keyframes"
-                )
-            if needs_apex and apex == -1:
-                raise MertoolError(
-                    f"sample {sid}: apex unknown (-1); phase dynamic images split the clip at the apex: "
-                    "run `mertool keyframes` and pass its samples.csv with --samples, or use --phases whole"
-                )
-            if needs_apex and not onset <= apex <= offset:
-                raise MertoolError(f"sample {sid}: apex {apex} outside onset..offset ({onset}..{offset})")
-            for p in phases:
-                lo, hi = _phase_span(p, onset, apex, offset)
-                if not np.any((numbers >= lo) & (numbers <= hi)):
-                    raise MertoolError(
-                        f"sample {sid}: no aligned frame in phase {p} ({lo}..{hi}); frames are "
-                        f"{numbers.min()}..{numbers.max()}"
-                    )
-            plan.append((sid, numbers, (onset, apex if needs_apex else onset, offset), meta))
-    return plan
-
-
-def run_dynimg(
-    aligned_h5: str | Path,
-    out: str | Path,
-    config: DynimgConfig | None = None,
-    samples_csv: str | Path | None = None,
-    jobs: int = 1,
-    overwrite: bool = False,
-    preview: str | Path | None = None,
-    progress: bool = True,
-) -> Path:
-    """The ``dynimg`` stage: aligned.h5 -> dynimg.h5 (resumable).
+def clip_dynamic_images(
+    chunks: Iterable[np.ndarray],
+    frame_numbers: Sequence[int],
+    onset: int,
+    apex: int,
+    offset: int,
+    *,
+    phases: Sequence[str] = ("onset", "offset"),
+    kind: str = "linear",
+    frame_norm: str = "none",
+    size: int = 224,
+    channels: int = 3,
+    normalize: str = "minmax",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Model-ready phase dynamic images of one clip, in one streaming pass over its frames.
 
     Parameters
     ----------
-    aligned_h5 : path
-        Stage "aligned" file: per sample ``frames`` (T x S x S x 3 uint8, all frames
-        onset..offset) and ``frame_numbers``.
-    out : path
-        dynimg.h5 to write: stacked ``dynimg`` (N x P x C x size x size float32) and
-        ``phase_frames`` (N x P int64, frames per phase), meta copied from the input.
-    config : DynimgConfig, optional
-        Defaults: DIANet's onset,offset phases, linear weights, 224 px, min-max.
-    samples_csv : path, optional
-        samples.csv whose apex (e.g. from ``mertool keyframes``) overrides the aligned
-        file's; must list every aligned sample.
-    jobs : int
-        Worker processes.
-    overwrite : bool
-        Replace an output (or unfinished work) made with other parameters or inputs.
-    preview : path, optional
-        Folder for PNGs (onset, apex, offset frames beside the dynamic images) of the
-        first few samples.
+    chunks : iterable of arrays k x H x W x C
+        The clip's frames in order, a block at a time (``[clip]`` for a whole T x H x W x C
+        clip).
+    frame_numbers : sequence of int
+        Number of each frame (increasing).
+    onset, apex, offset : int
+        Key frame numbers (apex is ignored when only ``whole`` is asked for).
+    phases : sequence of {"onset", "offset", "whole"}
+        The images to make (see :func:`phase_weights`; the offset phase is ranked backwards).
+    kind : {"linear", "exact"}
+        Weight family (see :func:`arp_weights`).
+    frame_norm : {"none", "mean"}
+        Per-frame preprocessing: ``mean`` removes each frame's channel means
+        (:func:`subtract_frame_mean`).
+    size, channels, normalize
+        Output side, 1 (gray) or 3 channels, and per-image rescaling (see
+        :func:`to_model_input`).
 
     Returns
     -------
-    pathlib.Path
-        ``out``.
-
-    Raises
-    ------
-    MertoolError
-        Input not an aligned stage file, apex unknown where a phase needs it, a clip
-        aligned with ``--frames keyframes``, samples.csv lacking a sample, bad options.
+    images : numpy.ndarray
+        P x C x size x size float32.
+    frames_per_phase : numpy.ndarray
+        P int64: how many frames each image summarises (1 gives a zero image).
     """
-    config = config or DynimgConfig()
-    config.validate()
-    sf = open_stage(aligned_h5, expect="aligned")
-    if len(sf) == 0:
-        raise MertoolError(f"{aligned_h5}: holds no samples")
-    plan = _plan(sf, config, samples_csv)
-    upstream = [aligned_h5] + ([samples_csv] if samples_csv is not None else [])
-    writer = StageWriter(out, "dynimg", config.to_dict(), upstream=upstream, overwrite=overwrite)
-    order = [sid for sid, *_ in plan]
-    if not writer.complete:
-        cfg = {**config.to_dict(), "phase_list": config.phase_list()}
-        todo = set(writer.pending(order))
-        tasks = [(str(sf.path), sf.layout, sf.row(sid), sid, nums, keys, cfg)
-                 for sid, nums, keys, _ in plan if sid in todo]
-        metas = {sid: meta for sid, _, _, meta in plan}
-        for sid, arrays, error in parallel_map(_dynimg_one, tasks, jobs=jobs, desc="dynimg", progress=progress):
-            if error is not None:
-                logger.warning(f"sample {sid}: {error}")
-                writer.fail(sid, error)
-            else:
-                writer.add(sid, arrays, _json_meta(metas[sid]))
-        failed = writer.failures()
-        writer.finish(order, stacked=True)
-        note = f", {len(failed)} failed (see `mertool info`)" if failed else ""
-        logger.info(f"{out}: {len(order) - len(failed)} samples x {len(config.phase_list())} phase(s){note}")
-    if preview is not None:
-        write_previews(sf, out, preview, plan[:PREVIEW_COUNT], config.phase_list())
-    return Path(out)
-
-
-def _json_meta(meta: dict) -> dict:
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in meta.items()}
-
-
-# --------------------------------------------------------------------------- previews
-
-
-def write_previews(sf: Any, out: str | Path, folder: str | Path, plan: list, phases: list[str]) -> list[Path]:
-    """PNG per sample: onset, apex, offset frames, then each phase's dynamic image."""
-    from .render import display_tile, frame_tile, labelled
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    result = open_stage(out, expect="dynimg")
-    written = []
-    with h5py.File(sf.path, "r") as h5:
-        for sid, numbers, (onset, apex, offset), meta in plan:
-            if sid not in result.sample_ids:
-                continue
-            got = result.sample(sid, ["dynimg", "phase_frames"])
-            dis, lengths = got["dynimg"], got["phase_frames"]
-            side = dis.shape[-1]
-            name, stacked_row = _frames_path(sf.layout, sf.row(sid))
-            ds = h5[name]
-            tiles = []
-            key_frames = [("onset", onset), ("apex", int(meta.get("apex", -1))), ("offset", offset)]
-            for label, number in key_frames:
-                if number < 0:
-                    continue
-                i = int(np.argmin(np.abs(numbers - number)))
-                frame = ds[i] if stacked_row is None else ds[stacked_row, i]
-                frame = frame if frame.ndim == 3 else frame[:, :, None]
-                tiles.append(labelled(frame_tile(frame, side), f"{label} {numbers[i]}"))
-            for p, phase in enumerate(phases):
-                tiles.append(labelled(display_tile(dis[p], side), f"DI-{phase} ({lengths[p]}f)"))
-            gap = np.full((side + 22, 4, 3), 255, np.uint8)
-            row_img = np.hstack([x for t in tiles for x in (t, gap)][:-1])
-            path = folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", sid) + ".png")
-            cv2.imwrite(str(path), cv2.cvtColor(row_img, cv2.COLOR_RGB2BGR))
-            written.append(path)
-    return written
+    if frame_norm not in FRAME_NORMS:
+        raise ValueError(f"frame_norm must be one of {', '.join(FRAME_NORMS)}, got {frame_norm!r}")
+    if "onset" not in phases and "offset" not in phases:
+        apex = onset  # only "whole": the apex plays no part (and may be unknown, -1)
+    weights = phase_weights(frame_numbers, onset, apex, offset, phases, kind)
+    dis = accumulate_chunks(chunks, weights, subtract_frame_mean if frame_norm == "mean" else None)
+    images = np.stack([to_model_input(d, size, channels, normalize) for d in dis])
+    return images, phase_frame_counts(frame_numbers, onset, apex, offset, phases)

@@ -1,4 +1,4 @@
-"""Key-frame repair and apex spotting on aligned clips.
+"""Apex spotting on aligned clips (pure: arrays in, a frame index out).
 
 Apex spotting finds the frame where the face differs most from the onset:
 
@@ -9,18 +9,18 @@ Apex spotting finds the frame where the face differs most from the onset:
 ``flowpeak``  mean Farneback optical-flow magnitude from the onset in the landmark box,
               smoothed, argmax;
 ``midpoint``  the middle frame between onset and offset (the trivial baseline).
+
+The stage that repairs samples.csv apexes with these (``mertool keyframes``) is
+:mod:`mertool.stages.keyframes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 
-from ..errors import MertoolError
-from ..samples import Sample
 
 METHODS = ("regions", "lbp", "flowpeak", "midpoint")
 _BROWS_EYES = np.r_[17:27, 36:48]
@@ -42,7 +42,7 @@ def _box(points: np.ndarray, shape: tuple[int, int], pad: float = 0.25) -> tuple
     h, w = shape
     box = (int(max(y0 - py, 0)), int(min(y1 + py + 1, h)), int(max(x0 - px, 0)), int(min(x1 + px + 1, w)))
     if box[1] - box[0] < 2 or box[3] - box[2] < 2:
-        raise MertoolError("landmarks lie outside the aligned frames")
+        raise ValueError("landmarks lie outside the aligned frames")
     return box
 
 
@@ -50,7 +50,7 @@ def region_boxes(landmarks: np.ndarray, shape: tuple[int, int]) -> list[tuple[in
     """Eyebrows+eyes and mouth boxes (y0, y1, x0, x1) from 68 landmarks (x, y)."""
     landmarks = np.asarray(landmarks, dtype=np.float64)
     if landmarks.shape != (68, 2):
-        raise MertoolError(f"expected 68 x 2 landmarks, got {landmarks.shape}")
+        raise ValueError(f"expected 68 x 2 landmarks, got {landmarks.shape}")
     return [_box(landmarks[_BROWS_EYES], shape), _box(landmarks[_MOUTH], shape)]
 
 
@@ -134,123 +134,20 @@ def spot_apex(frames: np.ndarray, landmarks: np.ndarray | None, method: str = "r
 
     Raises
     ------
-    MertoolError
-        Unknown method, fewer than 2 frames, missing/bad landmarks.
+    ValueError
+        Unknown method, window < 1, fewer than 2 frames, missing/bad landmarks.
     """
     if method not in METHODS:
-        raise MertoolError(f"unknown apex method {method!r}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown apex method {method!r}; choose from {', '.join(METHODS)}")
     if window < 1:
-        raise MertoolError(f"--smooth must be >= 1, got {window}")
+        raise ValueError(f"window must be >= 1, got {window}")
     n = len(frames)
     if n < 2:
-        raise MertoolError(f"apex spotting needs at least 2 frames, got {n}")
+        raise ValueError(f"apex spotting needs at least 2 frames, got {n}")
     if method == "midpoint":
         return (n - 1) // 2
     if landmarks is None:
-        raise MertoolError(f"method {method!r} needs landmarks")
+        raise ValueError(f"method {method!r} needs landmarks")
     curve = smooth(_CURVES[method](np.asarray(frames), landmarks), window)
     curve[0] = -np.inf  # the onset itself is never the apex
     return int(np.argmax(curve))
-
-
-def needs_repair(sample: Sample) -> str:
-    """Why the sample's apex must be estimated ('' when the sheet's apex is usable)."""
-    s = sample
-    if s.apex == -1 or s.apex_source in ("missing", "invalid"):
-        return "missing"
-    if not s.onset <= s.apex <= s.offset:
-        return "outside onset..offset"
-    if s.apex == s.onset and s.offset > s.onset:
-        return "apex == onset"
-    return ""
-
-
-@dataclasses.dataclass
-class SpotError:
-    """Absolute apex errors (frames) of one method over clips with a sheet apex."""
-
-    method: str
-    errors: list[int]
-
-    def summary(self, within: int) -> dict[str, float]:
-        e = np.asarray(self.errors, dtype=np.float64)
-        if not len(e):
-            return {"n": 0, "mean": float("nan"), "median": float("nan"), "within": float("nan")}
-        return {"n": len(e), "mean": float(e.mean()), "median": float(np.median(e)), "within": float((e <= within).mean())}
-
-
-def format_table(results: list[SpotError], within: int) -> str:
-    """Plain-text table: method, clips, mean/median absolute error, share within N frames."""
-    lines = [f"{'method':10s} {'clips':>5s} {'mean':>7s} {'median':>7s} {'<=' + str(within) + ' fr':>7s}"]
-    for r in results:
-        s = r.summary(within)
-        lines.append(f"{r.method:10s} {s['n']:5d} {s['mean']:7.2f} {s['median']:7.1f} {100 * s['within']:6.1f}%")
-    return "\n".join(lines)
-
-
-def _clip(stage, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray] | str:
-    """(frames, landmarks, frame numbers) from onset to offset, or why they are unusable."""
-    if sample.sample_id not in stage.sample_ids:
-        return "not in the aligned file"
-    data = stage.sample(sample.sample_id, ["frames", "frame_numbers", "landmarks"])
-    numbers = np.asarray(data["frame_numbers"])
-    keep = (numbers >= sample.onset) & (numbers <= sample.offset)
-    if keep.sum() < 3 or numbers[keep][0] != sample.onset:
-        return f"aligned file holds only frames {numbers.tolist()[:4]} (align with --frames all)"
-    return data["frames"][keep], data["landmarks"], numbers[keep]
-
-
-def repair_apex(
-    samples: list[Sample], aligned: str | None, method: str = "regions", window: int = 3, respot: bool = False
-) -> tuple[list[Sample], dict[str, list[str]]]:
-    """Estimate the apex where the sheet's is missing/invalid (or everywhere with ``respot``).
-
-    Returns
-    -------
-    samples : list of Sample
-        Copies; estimated apexes carry ``apex_source = "estimated:<method>"``.
-    notes : dict
-        ``repaired`` (ids), ``fallback`` ("id (why)": clips without usable aligned frames,
-        estimated with the midpoint instead).
-    """
-    from ..stages.stagefile import open_stage
-
-    if method not in METHODS:
-        raise MertoolError(f"unknown apex method {method!r}; choose from {', '.join(METHODS)}")
-    stage = open_stage(aligned, expect="aligned") if aligned else None
-    notes: dict[str, list[str]] = {"repaired": [], "fallback": []}
-    out: list[Sample] = []
-    for s in samples:
-        why = "requested" if respot else needs_repair(s)
-        if not why:
-            out.append(s)
-            continue
-        clip = _clip(stage, s) if stage is not None and method != "midpoint" else None
-        if isinstance(clip, tuple):
-            frames, landmarks, numbers = clip
-            apex, used = int(numbers[spot_apex(frames, landmarks, method, window)]), method
-        else:
-            if method != "midpoint":
-                notes["fallback"].append(f"{s.sample_id} ({clip or 'no aligned file'})")
-            apex, used = (s.onset + s.offset + 1) // 2 if s.offset > s.onset else s.onset, "midpoint"
-        notes["repaired"].append(f"{s.sample_id} ({why})")
-        out.append(dataclasses.replace(s, apex=apex, apex_source=f"estimated:{used}"))
-    return out, notes
-
-
-def evaluate_apex(samples: list[Sample], aligned: str, methods: tuple[str, ...] = METHODS, window: int = 3) -> list[SpotError]:
-    """Spot the apex with each method on clips that have a usable sheet apex; absolute errors."""
-    from ..stages.stagefile import open_stage
-
-    stage = open_stage(aligned, expect="aligned")
-    results = [SpotError(m, []) for m in methods]
-    for s in samples:
-        if needs_repair(s) or s.apex_source != "sheet":
-            continue
-        clip = _clip(stage, s)
-        if isinstance(clip, str):
-            continue
-        frames, landmarks, numbers = clip
-        for r in results:
-            r.errors.append(abs(int(numbers[spot_apex(frames, landmarks, r.method, window)]) - s.apex))
-    return results

@@ -68,3 +68,27 @@ def labelled(img: np.ndarray, text: str) -> np.ndarray:
 def frame_tile(frame: np.ndarray, side: int) -> np.ndarray:
     frame = np.repeat(frame, 3, axis=2) if frame.shape[2] == 1 else frame
     return cv2.resize(np.ascontiguousarray(frame, dtype=np.uint8), (side, side), interpolation=cv2.INTER_AREA)
+
+
+def landmarks_tile(frames: list[np.ndarray], landmarks: np.ndarray, marks: np.ndarray, text: str) -> np.ndarray:
+    """Frames side by side (RGB uint8) with landmarks as green dots, ``marks`` (e.g. the
+    template eyes) as red crosses and ``text`` in white at the top left."""
+    drawn = []
+    for frame in frames:
+        img = np.array(frame, dtype=np.uint8)  # a copy: drawing is in place
+        for x, y in landmarks:
+            cv2.circle(img, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
+        for x, y in marks:
+            cv2.drawMarker(img, (int(round(x)), int(round(y))), (255, 0, 0), cv2.MARKER_CROSS, 8, 1)
+        drawn.append(img)
+    tile = np.ascontiguousarray(np.concatenate(drawn, axis=1))
+    cv2.putText(tile, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    return tile
+
+
+def contact_sheet(tiles: list[np.ndarray], cols: int = 2) -> np.ndarray:
+    """Equal-sized tiles in a grid, ``cols`` per row (the last row padded with black)."""
+    if not tiles:
+        raise ValueError("no tiles")
+    tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
+    return np.concatenate([np.concatenate(tiles[i : i + cols], axis=1) for i in range(0, len(tiles), cols)], axis=0)

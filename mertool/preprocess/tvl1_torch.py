@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
+from .tvl1 import TVL1Params, check_backend
 
 # --- OpenCV-compatible resampling -------------------------------------------------
 
@@ -168,25 +168,6 @@ def _median_network(n: int) -> tuple[tuple[int, int, bool, bool], ...]:
             kept.append((a, b, lo, hi))
             needed |= {a, b}
     return tuple(reversed(kept))
-
-
-def median5(x: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """k x k median filter of B x H x W with replicated borders (``cv2.medianBlur``).
-
-    A min/max selection network over the k*k shifted views: elementwise ops only, much
-    faster than sorting k*k values per pixel, on CPU and GPU alike.
-    """
-    h, w = x.shape[-2:]
-    r = k // 2
-    padded = F.pad(x.unsqueeze(1), (r, r, r, r), mode="replicate").squeeze(1)
-    v = [padded[:, i : i + h, j : j + w] for i in range(k) for j in range(k)]
-    for a, b, lo, hi in _median_network(k * k):
-        va, vb = v[a], v[b]
-        if lo:
-            v[a] = torch.minimum(va, vb)
-        if hi:
-            v[b] = torch.maximum(va, vb)
-    return v[(k * k) // 2].contiguous()
 
 
 def centered_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -542,17 +523,8 @@ def _one_scale(
 def tvl1_torch(
     prev: torch.Tensor,
     next: torch.Tensor,
+    params: TVL1Params | None = None,
     *,
-    tau: float = 0.25,
-    lambda_: float = 0.15,
-    theta: float = 0.3,
-    nscales: int = 5,
-    warps: int = 5,
-    epsilon: float = 0.01,
-    inner_iterations: int = 30,
-    outer_iterations: int = 10,
-    scale_step: float = 0.8,
-    median_filtering: int = 5,
     compile: bool = False,
     check_every: int | None = None,
     remap: str = "grid_sample",
@@ -563,10 +535,9 @@ def tvl1_torch(
     ----------
     prev, next : torch.Tensor
         ``B x H x W`` float tensors (0..255 scale), same shape, same device.
-    tau, lambda_, theta, nscales, warps, epsilon, inner_iterations, outer_iterations,
-    scale_step, median_filtering
-        As in OpenCV's ``DualTVL1OpticalFlow`` (same defaults). ``median_filtering`` is
-        1 (off), 3 or 5.
+    params : TVL1Params, optional
+        OpenCV's ``DualTVL1OpticalFlow`` parameters (default: its defaults);
+        ``gamma`` must be 0 (no illumination term here).
     compile : bool
         Run the median filter and the inner iteration through ``torch.compile`` (fused
         kernels instead of ~25 and ~200 small ones: much faster on a GPU, after a
@@ -589,16 +560,12 @@ def tvl1_torch(
     torch.Tensor
         ``B x 2 x H x W`` flow (u, v) in pixels: ``next(x + u, y + v) ~ prev(x, y)``.
     """
+    p = params if params is not None else TVL1Params()
+    check_backend("torch", p)
     if prev.shape != next.shape or prev.dim() != 3:
         raise ValueError(f"prev and next must both be B x H x W, got {tuple(prev.shape)} and {tuple(next.shape)}")
     if prev.device != next.device:
         raise ValueError(f"prev and next must be on one device, got {prev.device} and {next.device}")
-    if not 0 < scale_step < 1:
-        raise ValueError(f"scale_step must be in (0, 1), got {scale_step}")
-    if median_filtering not in (1, 3, 5):
-        raise ValueError(f"median_filtering must be 1, 3 or 5, got {median_filtering}")
-    if min(nscales, warps, inner_iterations, outer_iterations) < 1:
-        raise ValueError("nscales, warps and the iteration counts must be >= 1")
     if check_every is None:
         check_every = 1 if prev.device.type == "cpu" else 4
     if check_every < 1:
@@ -610,33 +577,30 @@ def tvl1_torch(
         # (a batch of 2 to the 2 flow components): either would cost another compilation.
         # Padded to 3 pairs (copies of the first) the batch shares the general graph.
         pad = [0] * (3 - prev.shape[0])
-        return tvl1_torch(
-            torch.cat([prev, prev[pad]]), torch.cat([next, next[pad]]), tau=tau, lambda_=lambda_, theta=theta,
-            nscales=nscales, warps=warps, epsilon=epsilon, inner_iterations=inner_iterations,
-            outer_iterations=outer_iterations, scale_step=scale_step, median_filtering=median_filtering, compile=True,
-            check_every=check_every, remap=remap,
-        )[: prev.shape[0]]
+        both = torch.cat([prev, prev[pad]]), torch.cat([next, next[pad]])
+        return tvl1_torch(*both, p, compile=True, check_every=check_every, remap=remap)[: prev.shape[0]]
     dtype = torch.float32
     i0s = [prev.to(dtype).contiguous()]
     i1s = [next.to(dtype).contiguous()]
-    for _ in range(1, nscales):
+    for _ in range(1, int(p.nscales)):
         h, w = i0s[-1].shape[-2:]
-        size = (round(h * scale_step), round(w * scale_step))
+        size = (round(h * p.scale_step), round(w * p.scale_step))
         if size[0] < 16 or size[1] < 16:
             break
-        step = (1.0 / scale_step, 1.0 / scale_step)
+        step = (1.0 / p.scale_step, 1.0 / p.scale_step)
         i0s.append(resize_linear(i0s[-1], size, step))
         i1s.append(resize_linear(i1s[-1], size, step))
     # u is the solver's own tensor throughout (the eager functions update it in place)
     u = torch.zeros((i0s[-1].shape[0], 2, *i0s[-1].shape[-2:]), dtype=dtype, device=prev.device)
-    params = dict(
-        tau=tau, lambda_=lambda_, theta=theta, warps=warps, epsilon=epsilon,
-        inner=inner_iterations, outer=outer_iterations, median=median_filtering,
-        check_every=int(check_every), remap=remap, kernels=_kernels(median_filtering, bool(compile)),
+    median = int(p.median_filtering)
+    level = dict(
+        tau=p.tau, lambda_=p.lambda_, theta=p.theta, warps=int(p.warps), epsilon=p.epsilon,
+        inner=int(p.inner_iterations), outer=int(p.outer_iterations), median=median,
+        check_every=int(check_every), remap=remap, kernels=_kernels(median, bool(compile)),
     )
     for s in range(len(i0s) - 1, -1, -1):
-        u = _one_scale(i0s[s], i1s[s], u, **params)
+        u = _one_scale(i0s[s], i1s[s], u, **level)
         if s == 0:
             break
-        u = resize_linear(u, tuple(i0s[s - 1].shape[-2:])) * (1.0 / scale_step)
+        u = resize_linear(u, tuple(i0s[s - 1].shape[-2:])) * (1.0 / p.scale_step)
     return u

@@ -189,7 +189,9 @@ def run_stage(
     order : sequence of str
         Every sample id, in the order the file lists them.
     load : callable
-        ``load(sample_id) -> Case``, in this process (reads the input file).
+        ``load(sample_id) -> Case``, in this process. Keep it light (meta, frame numbers,
+        where to read): every pending case is loaded before the first is computed, so
+        pixels belong in ``compute``, which reads them in the worker.
     compute : callable
         ``compute(case) -> arrays | (arrays, meta updates)``; a module-level function,
         since with ``jobs > 1`` it runs in worker processes.

@@ -2,7 +2,9 @@
 
 An augmentation maps a batch ``{name: tensor}`` to a new batch; it runs on training
 batches only and draws its randomness from the fold's generator, so runs stay
-reproducible. Models may register their own with :func:`register_augment`.
+reproducible. The model families' own augmentations (DIANet's ``dynimg_fliprot``,
+FaceSleuth's ``facesleuth_pair``) are plain functions in their model files, listed here by
+explicit import; other code (a notebook's own model) adds one with :func:`register_augment`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ _AUGMENTS: dict[str, Augment] = {}
 
 
 def register_augment(name: str) -> Callable[[Augment], Augment]:
+    """Decorator registering ``fn(batch, generator) -> batch`` under ``name``."""
+
     def wrap(fn: Augment) -> Augment:
         _AUGMENTS[name] = fn
         return fn
@@ -26,16 +30,34 @@ def register_augment(name: str) -> Callable[[Augment], Augment]:
     return wrap
 
 
+def _known() -> dict[str, Augment]:
+    """Every augmentation by name: the generic ones here, the families', the registered ones."""
+    # Imported on first lookup, not with this module: they load the model families' code.
+    from ..models.dianet import dynimg_fliprot
+    from ..models.facesleuth import augment_pair
+
+    return {"dynimg_fliprot": dynimg_fliprot, "facesleuth_pair": augment_pair, **_AUGMENTS}
+
+
 def get_augment(name: str) -> Augment:
-    if name not in _AUGMENTS:
-        close = difflib.get_close_matches(name, _AUGMENTS, n=3)
+    """The augmentation called ``name``.
+
+    Raises
+    ------
+    MertoolError
+        Unknown name (with the closest known ones).
+    """
+    known = _known()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MertoolError(f"unknown augmentation {name!r}{hint}; known: {', '.join(sorted(_AUGMENTS))}")
-    return _AUGMENTS[name]
+        raise MertoolError(f"unknown augmentation {name!r}{hint}; known: {', '.join(sorted(known))}")
+    return known[name]
 
 
 def list_augments() -> list[str]:
-    return sorted(_AUGMENTS)
+    """Names of every known augmentation."""
+    return sorted(_known())
 
 
 @register_augment("none")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stages.stagefile import open_stage
+from ..stages.stagefile import StageFile, open_stage
 from ..errors import MertoolError
 from ..log import logger
 from ..models import InputSpec
@@ -73,30 +73,9 @@ def _meta_vectors(field: str, values: list, path: Path) -> np.ndarray:
     return arr.astype(np.float32).reshape(len(values), -1)
 
 
-def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 0, model: str = "") -> TrainData:
-    """Read the arrays and labels a model needs from a stage file.
-
-    Parameters
-    ----------
-    path : path
-        A stacked stage file (e.g. ``flow.h5``).
-    spec : InputSpec
-        The model's declared input: stage kind, array names and per-sample shapes, meta.
-    min_class_samples : int
-        Drop classes with fewer samples than this (0 keeps all); drops are reported in
-        ``TrainData.dropped``.
-    model : str
-        Model name, for messages.
-
-    Raises
-    ------
-    MertoolError
-        Wrong stage or array shape for the model, labels or subjects missing or empty,
-        NaN/inf in inputs (the message names the samples), fewer than 2 classes.
-    """
-    path = Path(path)
-    who = f"model {model!r}" if model else "the model"
-    sf = open_stage(path)
+def _check_file(sf: StageFile, spec: InputSpec, who: str) -> None:
+    """Refuse a stage file the model cannot read: stage, labels and subjects, layout, array shapes."""
+    path = sf.path
     if sf.stage != spec.stage:
         raise MertoolError(
             f"{path}: is a {sf.stage!r} stage file, but {who} reads {spec.stage!r} files "
@@ -125,6 +104,32 @@ def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 
                 f"{path}: array {name!r} is {tuple(shapes[name][1:])} per sample, {who} expects {tuple(shape)}{hint}"
             )
 
+
+def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 0, model: str = "") -> TrainData:
+    """Read the arrays and labels a model needs from a stage file.
+
+    Parameters
+    ----------
+    path : path
+        A stacked stage file (e.g. ``flow.h5``).
+    spec : InputSpec
+        The model's declared input: stage kind, array names and per-sample shapes, meta.
+    min_class_samples : int
+        Drop classes with fewer samples than this (0 keeps all); drops are reported in
+        ``TrainData.dropped``.
+    model : str
+        Model name, for messages.
+
+    Raises
+    ------
+    MertoolError
+        Wrong stage or array shape for the model, labels or subjects missing or empty,
+        NaN/inf in inputs (the message names the samples), fewer than 2 classes.
+    """
+    path = Path(path)
+    who = f"model {model!r}" if model else "the model"
+    sf = open_stage(path)
+    _check_file(sf, spec, who)
     labels = [str(v) for v in sf.meta["label"]]
     keep = np.arange(len(labels))
     dropped: dict[str, int] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..errors import MertoolError  # noqa: E402
+from .rundir import ORACLE, RunDir  # noqa: E402
 
 COLUMNS = ["run", "model", "scheme", "folds", "samples", "UF1", "UAR", "acc", "acc_fold_mean",
            "macro_f1_fold_mean", "params", "epochs", "selection", "time_s"]
@@ -112,13 +112,13 @@ def plot_model_log(histories: list[list[dict]], path: str | Path, title: str = "
     return Path(path)
 
 
-def _row(run: Path, m: dict, n_folds: int, label: str) -> dict:
+def _row(m: dict, label: str) -> dict:
     fm = m.get("fold_mean", {})
     return {
         "run": label,
         "model": m.get("model", ""),
         "scheme": m.get("scheme", ""),
-        "folds": n_folds,
+        "folds": m.get("n_folds", 0),
         "samples": m.get("n_samples", ""),
         "UF1": f"{m['uf1']:.4f}",
         "UAR": f"{m['uar']:.4f}",
@@ -141,18 +141,16 @@ def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
         A folder that is not a finished run.
     """
     rows = []
-    for run in map(Path, runs):
-        path = run / "metrics.json"
-        if not path.is_file():
-            hint = " (unfinished: re-run `mertool train` with the same options to resume)" if (run / "run.json").is_file() else ""
-            raise MertoolError(f"{run}: no metrics.json; not a finished mertool run{hint}")
-        m = json.loads(path.read_text())
-        rows.append(_row(run, m, m.get("n_folds", 0), str(run)))
-        oracle = run / "metrics_ORACLE.json"
-        if oracle.is_file():
-            o = json.loads(oracle.read_text())
+    for run in map(RunDir, runs):
+        m = run.metrics()
+        if m is None:
+            hint = " (unfinished: re-run `mertool train` with the same options to resume)" if run.is_run else ""
+            raise MertoolError(f"{run.path}: no metrics.json; not a finished mertool run{hint}")
+        rows.append(_row(m, str(run.path)))
+        o = run.metrics(oracle=True)
+        if o is not None:
             o.setdefault("wall_seconds", m.get("wall_seconds", 0.0))
-            rows.append(_row(run, o, o.get("n_folds", 0), f"{run} [ORACLE]"))
+            rows.append(_row(o, f"{run.path} [{ORACLE}]"))
     return rows
 
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ...errors import MertoolError
-from .. import read_state_dict
+from .._factory import read_state_dict
 from . import convnext, efficientnetv2, mobilevit, resnet
 
 KeyMap = Callable[[str, nn.Module], "str | None"]
@@ -213,7 +213,3 @@ def load_backbone_weights(backbone: nn.Module, name: str, source: str | Path | d
     """
     state = source if isinstance(source, dict) else read_state_dict(source, "backbone weights file")
     backbone.load_state_dict(map_checkpoint(backbone, name, state, layout))
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

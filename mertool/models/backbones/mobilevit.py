@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..flops import MatMul
+from ..layers import MatMul
 from ._layers import DropPath, drop_path_rates, init_weights, make_divisible, scale_depth
 
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""Import precomputed per-sample inputs (u, v, strain) into a stage "flow" file.
+"""The ``import`` stage: precomputed per-sample inputs (u, v, strain) -> a stage "flow" file.
 
 Many groups share ready-made inputs instead of clips (e.g. the composite benchmark's
 28x28 u/v/strain images). :func:`import_flow` reads a folder of per-sample ``.npy`` /
@@ -15,6 +15,7 @@ OpenCV reads them (B, G, R), so ``strain,v,u`` fits files written from an RGB-or
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -22,9 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .stages.stagefile import StageWriter
-from .errors import MertoolError
-from .log import logger
+from ..errors import MertoolError
+from ..log import logger
+from ._driver import Case, StageResult, run_stage
+from .stagefile import StageWriter
 
 PLANES = ("u", "v", "strain")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -36,7 +38,7 @@ def parse_channels(text: str) -> list[str]:
     names = [("strain" if n.strip().lower() == "os" else n.strip().lower()) for n in text.split(",")]
     bad = [n for n in names if n not in PLANES + ("-",)]
     if bad or sorted(n for n in names if n != "-") != sorted(PLANES):
-        raise MertoolError(f"--channels {text!r}: name each of u, v, strain once (and '-' for channels to ignore)")
+        raise MertoolError(f"channels {text!r}: name each of u, v, strain once (and '-' for channels to ignore)")
     return names
 
 
@@ -79,7 +81,7 @@ def read_planes(path: Path, channels: list[str]) -> np.ndarray:
         if arr.shape[0] != len(channels) and arr.shape[-1] == len(channels):
             arr = np.moveaxis(arr, -1, 0)
     if arr.shape[0] != len(channels):
-        raise MertoolError(f"{path}: {arr.shape[0]} channel(s), but --channels names {len(channels)}")
+        raise MertoolError(f"{path}: {arr.shape[0]} channel(s), but channels names {len(channels)}")
     return np.stack([arr[channels.index(p)] for p in PLANES]).astype(np.float32)
 
 
@@ -108,49 +110,8 @@ def _read_csv(path: Path, sample_col: str, subject_col: str, label_col: str) -> 
     return rows
 
 
-def import_flow(
-    folder: str | Path,
-    labels_csv: str | Path,
-    out: str | Path,
-    channels: str = "u,v,strain",
-    size: int = 0,
-    sample_col: str = "sample",
-    subject_col: str = "subject",
-    label_col: str = "label",
-    overwrite: bool = False,
-) -> tuple[Path, dict[str, list[str]]]:
-    """Import a folder of per-sample inputs into a stage "flow" file.
-
-    Parameters
-    ----------
-    folder : path
-        Files named after the samples (``.npy``, ``.npz``, ``.png``, ``.jpg`` ...).
-    labels_csv : path
-        CSV with sample, subject and label columns (names configurable; optional
-        ``dataset`` and ``aus`` columns are carried along).
-    out : path
-        The ``.h5`` stage file to write (stage ``flow``, array ``flow`` N x 3 x S x S).
-    channels : str
-        Names of the stored channels in file order (see module notes).
-    size : int
-        Resize every plane to ``size`` x ``size`` (bicubic); 0 keeps the files' size.
-
-    Returns
-    -------
-    out : Path
-    unmatched : dict
-        ``rows`` (CSV ids with no file) and ``files`` (files with no CSV row).
-
-    Raises
-    ------
-    MertoolError
-        Missing folder/CSV/columns, bad channels, two files for one sample, unreadable
-        files, differing sizes without ``size``, nothing matched, empty label.
-    """
-    folder, labels_csv = Path(folder), Path(labels_csv)
-    names = parse_channels(channels)
-    if size < 0 or size == 1:
-        raise MertoolError(f"--size must be 0 (keep) or >= 2, got {size}")
+def _files_by_key(folder: Path) -> dict[str, Path]:
+    """The folder's array and image files by :func:`match_key` (two files for one key: error)."""
     if not folder.is_dir():
         raise MertoolError(f"{folder}: input folder not found")
     files: dict[str, Path] = {}
@@ -162,7 +123,11 @@ def import_flow(
             files[key] = p
     if not files:
         raise MertoolError(f"{folder}: no .npy/.npz/.png/.jpg files")
-    rows = _read_csv(labels_csv, sample_col, subject_col, label_col)
+    return files
+
+
+def _match(rows: list[dict[str, str]], files: dict[str, Path], labels_csv: Path) -> list[tuple[dict[str, str], Path]]:
+    """(CSV row, file) pairs in CSV order; rows and files without a partner are logged."""
     matched, unmatched_rows, seen = [], [], set()
     for line, row in enumerate(rows, start=2):
         key = match_key(row["sample"])
@@ -175,30 +140,119 @@ def import_flow(
             matched.append((row, files[key]))
         else:
             unmatched_rows.append(row["sample"])
-    unmatched = {"rows": unmatched_rows, "files": sorted(p.name for k, p in files.items() if k not in seen)}
     if not matched:
-        raise MertoolError(f"{labels_csv}: no CSV row matches a file in {folder} (e.g. {next(iter(files.values())).name})")
+        example = next(iter(files.values()))
+        raise MertoolError(f"{labels_csv}: no CSV row matches a file in {example.parent} (e.g. {example.name})")
+    unmatched = {"CSV row(s) without a file": unmatched_rows,
+                 "file(s) without a CSV row": sorted(p.name for k, p in files.items() if k not in seen)}
+    for what, items in unmatched.items():
+        if items:
+            logger.warning(f"{len(items)} {what}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+    return matched
+
+
+def _check_sizes(matched: list[tuple[dict[str, str], Path]], channels: list[str]) -> None:
+    """Files kept at their own size must agree on it (unreadable ones fail later, per sample).
+
+    This reads each file once more than the import itself: a stacked stage file has one
+    shape, and a file of another size must stop the import before any sample is written.
+    """
+    first = None
+    for _, path in matched:
+        try:
+            shape = read_planes(path, channels).shape
+        except MertoolError:
+            continue
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise MertoolError(f"{path}: planes of shape {shape[1:]}, others {first[1:]}; pass --size to resize")
+
+
+def import_case(case: Case, *, channels: list[str], size: int) -> dict[str, np.ndarray]:
+    """One sample's file as ``flow`` (3 x S x S float32: u, v, strain), resized to ``size`` if set."""
+    planes = read_planes(case.inputs, channels)
+    if size:
+        planes = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_CUBIC) for p in planes])
+    return {"flow": planes.astype(np.float32)}
+
+
+def import_flow(
+    folder: str | Path,
+    labels_csv: str | Path,
+    out: str | Path,
+    *,
+    channels: str = "u,v,strain",
+    size: int = 0,
+    sample_col: str = "sample",
+    subject_col: str = "subject",
+    label_col: str = "label",
+    jobs: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StageResult:
+    """Import a folder of per-sample inputs into a stage "flow" file (resumable).
+
+    Parameters
+    ----------
+    folder : path
+        Files named after the samples (``.npy``, ``.npz``, ``.png``, ``.jpg`` ...).
+    labels_csv : path
+        CSV with sample, subject and label columns (names configurable; optional
+        ``dataset`` and ``aus`` columns are carried along). Recorded as the upstream.
+    out : path
+        The ``.h5`` stage file to write (stage ``flow``, array ``flow`` N x 3 x S x S).
+    channels : str
+        Names of the stored channels in file order (see module notes).
+    size : int
+        Resize every plane to ``size`` x ``size`` (bicubic); 0 keeps the files' size.
+    sample_col, subject_col, label_col : str
+        Column names in ``labels_csv`` (case and surrounding blanks ignored).
+    jobs : int
+        Worker processes.
+    overwrite : bool
+        Replace an output made with other parameters or inputs.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    StageResult
+        The samples are the CSV rows with a file; rows without a file and files without
+        a row are logged as warnings. An unreadable file is a failed sample.
+
+    Raises
+    ------
+    MertoolError
+        Missing folder/CSV/columns, bad channels or size, two files for one sample,
+        differing sizes without ``size``, nothing matched, empty subject or label, or no
+        file readable.
+    """
+    folder, labels_csv = Path(folder), Path(labels_csv)
+    names = parse_channels(channels)
+    if size < 0 or size == 1:
+        raise MertoolError(f"size must be 0 (keep) or >= 2, got {size}")
+    files = _files_by_key(folder)
+    matched = _match(_read_csv(labels_csv, sample_col, subject_col, label_col), files, labels_csv)
     listing = hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for _, p in matched).encode())
     params = {"source": "import", "folder": str(folder), "channels": names, "size": size, "files": listing.hexdigest()[:16]}
     writer = StageWriter(out, "flow", params, upstream=[labels_csv], overwrite=overwrite)
-    shape = None
-    for row, path in matched:
-        planes = read_planes(path, names)
-        if size:
-            planes = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_CUBIC) for p in planes])
-        if shape is None:
-            shape = planes.shape
-        elif planes.shape != shape:
-            raise MertoolError(f"{path}: planes of shape {planes.shape[1:]}, others {shape[1:]}; pass --size to resize")
-        sid = row["sample"]
-        if writer.is_done(sid):
-            continue
-        meta = {"subject": row["subject"], "label": row["label"], "dataset": row["dataset"], "clip": path.name,
-                "onset": -1, "apex": -1, "offset": -1, "aus": row["aus"], "apex_source": "import"}
-        writer.add(sid, {"flow": planes.astype(np.float32)}, meta)
-    writer.finish([row["sample"] for row, _ in matched], stacked=True)
-    for kind, items in unmatched.items():
-        if items:
-            what = "CSV row(s) without a file" if kind == "rows" else "file(s) without a CSV row"
-            logger.warning(f"{len(items)} {what}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
-    return Path(out), unmatched
+    if not size and not writer.complete:
+        _check_sizes(matched, names)
+    cases = {
+        row["sample"]: Case(row["sample"], {
+            "subject": row["subject"], "label": row["label"], "dataset": row["dataset"], "clip": path.name,
+            "onset": -1, "apex": -1, "offset": -1, "aus": row["aus"], "apex_source": "import",
+        }, path)
+        for row, path in matched
+    }
+    return run_stage(
+        writer,
+        list(cases),
+        cases.__getitem__,
+        functools.partial(import_case, channels=names, size=size),
+        stacked=True,
+        desc="import",
+        jobs=jobs,
+        progress=progress,
+    )

@@ -1,0 +1,241 @@
+"""Recipes: how each model's input is *made*, derived from what it consumes.
+
+The model registry says what a model reads (:class:`~mertool.models.InputSpec`: stage
+file kind and exact array shapes). :func:`plan_features` turns that into the stage
+steps that make such a file: align (every frame) -> keyframes (fill missing apexes) ->
+the feature stage with the options that give the model's shapes. The demo
+(:func:`make_features`), ``mertool <verb> --for-model M``, ``mertool models --recipe M``
+(read by pipelines/*.sh) and ``mertool predict`` all use this one plan, so a model with a
+new input size needs only its registry entry; a new kind of feature stage registers one
+maker with :func:`feature_maker`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import MertoolError
+
+#: Side of the aligned frames every recipe starts from (the datasets' and papers' 224 px).
+ALIGN_SIZE = 224
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStep:
+    """One stage of a recipe.
+
+    Attributes
+    ----------
+    verb : str
+        ``align``, ``keyframes``, ``flow``, ``dynimg``, ``pairs`` (a ``mertool`` verb).
+    options : dict
+        Stage config fields that differ from the stage's defaults.
+    output : str
+        File name of the step's output inside the work folder.
+    """
+
+    verb: str
+    options: dict[str, Any]
+    output: str
+
+    def flags(self) -> list[str]:
+        """The options as command-line flags (``size=28`` -> ``--size 28``)."""
+        out: list[str] = []
+        for key, value in self.options.items():
+            out += [f"--{key.replace('_', '-')}", str(value)]
+        return out
+
+    def command(self) -> str:
+        return " ".join(["mertool", self.verb, *map(shlex.quote, self.flags())])
+
+
+Maker = Callable[[Any], list[FeatureStep]]
+_MAKERS: dict[str, Maker] = {}
+
+
+def feature_maker(stage: str) -> Callable[[Maker], Maker]:
+    """Register ``maker(input_spec) -> [FeatureStep]`` for models reading ``stage`` files."""
+
+    def wrap(fn: Maker) -> Maker:
+        _MAKERS[stage] = fn
+        return fn
+
+    return wrap
+
+
+def _only_shape(spec: Any) -> tuple[int, ...]:
+    if len(spec.arrays) != 1:
+        raise MertoolError(f"{spec.stage!r} models read one array; got {', '.join(spec.arrays)}")
+    return tuple(next(iter(spec.arrays.values())))
+
+
+@feature_maker("flow")
+def _flow_steps(spec: Any) -> list[FeatureStep]:
+    channels, side, _ = _only_shape(spec)
+    if channels != 3:
+        raise MertoolError(f"flow files hold 3 channels (u, v, strain); the model reads {channels}")
+    # Off-TANet's preset makes 112 px maps; STSTNet's makes the same flow, area-resized.
+    options: dict[str, Any] = {"preset": "offtanet" if side == 112 else "ststnet"}
+    if side not in (112, 28):
+        options["size"] = side
+    return [FeatureStep("flow", options, f"flow{side}.h5")]
+
+
+@feature_maker("dynimg")
+def _dynimg_steps(spec: Any) -> list[FeatureStep]:
+    phases, channels, side, _ = _only_shape(spec)
+    by_count = {2: "onset,offset", 1: "whole"}
+    if phases not in by_count:
+        raise MertoolError(f"dynimg models read 1 (whole) or 2 (onset, offset) phases; the model reads {phases}")
+    options: dict[str, Any] = {"phases": by_count[phases], "size": side, "channels": channels}
+    return [FeatureStep("dynimg", options, f"dynimg{side}.h5")]
+
+
+@feature_maker("pairs")
+def _pairs_steps(spec: Any) -> list[FeatureStep]:
+    sides = {shape[-1] for shape in spec.arrays.values()}
+    if len(sides) != 1:
+        raise MertoolError(f"pairs models read onset and apex frames of one size; got {sorted(sides)}")
+    side = sides.pop()
+    return [FeatureStep("pairs", {"size": side}, f"pairs{side}.h5")]
+
+
+def plan_features(model: str) -> list[FeatureStep]:
+    """The stage steps that make a registered model's training input.
+
+    Parameters
+    ----------
+    model : str
+        A registered model name (``mertool models``).
+
+    Returns
+    -------
+    list of FeatureStep
+        ``align`` (every frame, 224 px), ``keyframes`` (``samples_kf.csv``), then the
+        feature stage with the options that give the model's input shapes.
+
+    Raises
+    ------
+    MertoolError
+        Unknown model, or one reading a stage kind no maker is registered for.
+
+    Examples
+    --------
+    >>> [s.command() for s in plan_features("ststnet")][-1]
+    'mertool flow --preset ststnet'
+    """
+    from .models import get_entry
+
+    spec = get_entry(model).input
+    if spec.stage not in _MAKERS:
+        raise MertoolError(
+            f"model {model!r} reads {spec.stage!r} files; recipes know {', '.join(sorted(_MAKERS))}"
+        )
+    return [
+        FeatureStep("align", {"size": ALIGN_SIZE, "frames": "all"}, "aligned.h5"),
+        FeatureStep("keyframes", {}, "samples_kf.csv"),
+        *_MAKERS[spec.stage](spec),
+    ]
+
+
+def options_for(model: str, verb: str) -> dict[str, Any]:
+    """The options a model's recipe gives one verb (``mertool flow --for-model M``).
+
+    Raises
+    ------
+    MertoolError
+        The model's recipe has no such step (e.g. ``dynimg`` for a flow model).
+    """
+    for step in plan_features(model):
+        if step.verb == verb:
+            return dict(step.options)
+    verbs = ", ".join(s.verb for s in plan_features(model))
+    raise MertoolError(f"model {model!r} is not fed by `mertool {verb}` (its recipe: {verbs})")
+
+
+def recipe_text(model: str, work: str = "WORK") -> str:
+    """``mertool models --recipe M``: one ``verb<TAB>output<TAB>flags`` line per step."""
+    lines = [f"{s.verb}\t{work}/{s.output}\t{' '.join(map(shlex.quote, s.flags()))}".rstrip() for s in plan_features(model)]
+    return "\n".join(lines)
+
+
+def features_path(model: str, work: str | Path) -> Path:
+    """Where :func:`make_features` writes a model's training input under ``work``."""
+    return Path(work) / plan_features(model)[-1].output
+
+
+def run_step(
+    step: FeatureStep,
+    work: str | Path,
+    samples_csv: str | Path,
+    *,
+    jobs: int = 1,
+    overwrite: bool = False,
+    preview: str | Path | None = None,
+    progress: bool = True,
+) -> Any:
+    """Run one recipe step inside ``work`` (inputs: ``samples_csv`` and earlier outputs).
+
+    Returns the stage's result (:class:`~mertool.stages._driver.StageResult`, or the
+    keyframes result).
+    """
+    from .stages import align, dynimg, flow, keyframes, pairs
+
+    work = Path(work)
+    out = work / step.output
+    aligned, samples_kf = work / "aligned.h5", work / "samples_kf.csv"
+    common = {"jobs": jobs, "overwrite": overwrite, "preview": preview, "progress": progress}
+    if step.verb == "align":
+        return align.run_align(samples_csv, out, align.AlignConfig.resolve(**step.options), **common)
+    if step.verb == "keyframes":
+        return keyframes.run_keyframes(samples_csv, out, keyframes.KeyframesConfig.resolve(**step.options), aligned=aligned)
+    stages = {"flow": (flow.run_flow, flow.FlowConfig), "dynimg": (dynimg.run_dynimg, dynimg.DynimgConfig),
+              "pairs": (pairs.run_pairs, pairs.PairsConfig)}
+    if step.verb not in stages:
+        raise MertoolError(f"recipe step {step.verb!r} has no runner")
+    run, config = stages[step.verb]
+    return run(aligned, out, config.resolve(**step.options), samples_csv=samples_kf, **common)
+
+
+def make_features(
+    model: str,
+    samples_csv: str | Path,
+    work: str | Path,
+    *,
+    jobs: int = 1,
+    overwrite: bool = False,
+    previews: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """Make a model's training input from a samples.csv by running its recipe.
+
+    Parameters
+    ----------
+    model : str
+        A registered model.
+    samples_csv : path
+        samples.csv from ``mertool index`` (or :func:`mertool.samples.write_samples`).
+    work : path
+        Folder for the stage files (each step resumes or is found up to date).
+    previews : path, optional
+        Folder whose ``<verb>/`` subfolders get each stage's preview pictures.
+    echo : callable, optional
+        Receives one line per finished step (its summary).
+
+    Returns
+    -------
+    Path
+        The feature file ``mertool train`` reads.
+    """
+    Path(work).mkdir(parents=True, exist_ok=True)
+    for step in plan_features(model):
+        preview = None if previews is None or step.verb == "keyframes" else Path(previews) / step.verb
+        result = run_step(step, work, samples_csv, jobs=jobs, overwrite=overwrite, preview=preview, progress=progress)
+        if echo is not None:
+            echo(result.summary())
+    return features_path(model, work)

@@ -1,0 +1,345 @@
+"""A whole cross-validated run: folds, resume, outputs (``mertool train``).
+
+:func:`train_run` resolves the config once, splits the data, and hands each unfinished
+fold to :func:`run_fold_job` as a :class:`FoldJob` (in this process, or in worker
+processes with ``jobs``). Files go where :class:`~mertool.train.rundir.RunDir` says. A
+killed run continues from the last finished fold and the last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..device import resolve_device
+from ..errors import MertoolError
+from ..log import logger
+from ..models import count_parameters, create_model, get_entry
+from ..parallel import parallel_map
+from ..stages.stagefile import pipeline_of
+from .config import TrainConfig, identity, legacy_identity, resolve_recipe
+from .data import TrainData, load_train_data
+from .fold import FoldResult, FoldTrainer, check_fold
+from .loso import Fold, make_folds
+from .metrics import compute_metrics
+from .rundir import ORACLE, FoldDir, RunDir
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What :func:`train_run` produced.
+
+    Attributes
+    ----------
+    path : Path
+        The run directory.
+    metrics : dict
+        The honest metrics, as written to ``metrics.json``.
+    oracle : dict or None
+        In oracle mode, the ORACLE metrics (``metrics_ORACLE.json``; not an honest estimate).
+    resumed : int
+        Folds found finished in the directory (not trained again).
+    """
+
+    path: Path
+    metrics: dict
+    oracle: dict | None = None
+    resumed: int = 0
+
+    def summary(self) -> str:
+        """The run's scores for the console (a second line for ORACLE results)."""
+        m = self.metrics
+        text = (
+            f"{self.path}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  acc {m['accuracy']:.4f}  "
+            f"({m['n_folds']} folds, {m['n_samples']} samples)"
+        )
+        if self.oracle is not None:
+            o = self.oracle
+            text += f"\n{self.path}: ORACLE (best epoch on test, not honest): UF1 {o['uf1']:.4f}  UAR {o['uar']:.4f}"
+        return text
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldJob:
+    """One fold to train, with everything the process that trains it needs.
+
+    Attributes
+    ----------
+    features, file_key : str
+        The features file and its stage key (a worker checks it did not change).
+    config : TrainConfig
+        The resolved config.
+    fold, index : Fold, int
+        The split and its position (seeds the fold).
+    fold_dir : FoldDir
+        Where the fold's checkpoint and outputs go.
+    device : str
+        Torch device name.
+    threads : int
+        Torch threads in a worker process (0 = leave torch's default).
+    data : TrainData or None
+        The data when the job runs in the process that loaded it; None for worker
+        processes, which load the features file themselves (once per process).
+    """
+
+    features: str
+    file_key: str
+    config: TrainConfig
+    fold: Fold
+    index: int
+    fold_dir: FoldDir
+    device: str
+    threads: int = 0
+    data: TrainData | None = None
+
+
+# Per worker process: the features file read once for every fold the process trains. Keyed
+# by the file's stage key too, since pooled workers outlive a run and files change; it holds
+# one entry. Only worker processes fill it (in-process jobs carry their data).
+_WORKER_DATA: dict[tuple, TrainData] = {}
+
+
+def _worker_data(job: FoldJob) -> TrainData:
+    cfg = job.config
+    key = (job.features, job.file_key, cfg.model, cfg.min_class_samples)
+    if key not in _WORKER_DATA:
+        _WORKER_DATA.clear()
+        data = load_train_data(job.features, get_entry(cfg.model).input, cfg.min_class_samples, cfg.model)
+        if data.key != job.file_key:
+            raise MertoolError(f"{job.features}: changed while training; re-run")
+        _WORKER_DATA[key] = data
+    return _WORKER_DATA[key]
+
+
+def run_fold_job(job: FoldJob) -> FoldResult:
+    """Train one fold and publish its files (runs in-process or in a worker)."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    data = job.data if job.data is not None else _worker_data(job)
+    device = resolve_device(job.device)
+    X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
+    job.fold_dir.path.mkdir(parents=True, exist_ok=True)
+    trainer = FoldTrainer(X, data.y, job.fold, job.index, job.config, len(data.classes), device, job.fold_dir.checkpoint)
+    result, state = trainer.run()
+    job.fold_dir.publish(result, state)
+    return result
+
+
+def _worker_count(cfg: TrainConfig, device: torch.device, pending: int) -> int:
+    jobs = cfg.jobs if cfg.jobs > 0 else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        jobs = 1  # one GPU: folds run one after another on it
+    return min(jobs, max(pending, 1))
+
+
+def _train_folds(
+    run: RunDir, features: str, data: TrainData, folds: list[Fold], cfg: TrainConfig, device: torch.device,
+    progress: bool,
+) -> tuple[list[FoldResult], int]:
+    """Every fold's result, training the unfinished ones; and how many were already finished."""
+    fold_dirs = [run.fold(f.name) for f in folds]
+    results = {i: r for i, d in enumerate(fold_dirs) if (r := d.read_result()) is not None}
+    pending = [i for i in range(len(folds)) if i not in results]
+    if results and pending:
+        logger.info(f"{run.path}: resuming, {len(results)} of {len(folds)} folds already done")
+    jobs = _worker_count(cfg, device, len(pending))
+    in_process = data if jobs == 1 else None  # folds run in this process: reuse the data in memory
+    work = [
+        FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], str(device), 1 if jobs > 1 else 0, in_process)
+        for i in pending
+    ]
+    names = {f.name: i for i, f in enumerate(folds)}
+    for r in parallel_map(run_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit="fold"):
+        results[names[r.name]] = r
+        logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} ({r.seconds:.1f} s)")
+    return [results[i] for i in range(len(folds))], len(folds) - len(pending)
+
+
+def _run_info(features: str, cfg: TrainConfig, data: TrainData, folds: list[Fold], n_params: int, prev: dict) -> dict:
+    """The provenance written to ``run.json`` (times carried over from the run being resumed)."""
+    return {
+        "identity": identity(cfg, data.key),
+        "model": cfg.model,
+        "params": n_params,
+        "mertool_version": __version__,
+        "torch_version": torch.__version__,
+        "seed": cfg.seed,
+        "inputs": [{"path": features, "key": data.key}],
+        "pipeline": pipeline_of(features),
+        "classes": data.classes,
+        "dropped_classes": data.dropped,
+        "n_samples": len(data),
+        "n_subjects": len(set(data.subjects)),
+        "folds": [f.name for f in folds],
+        "oracle": cfg.oracle,
+        "created": prev.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+        "wall_seconds": prev.get("wall_seconds", 0.0),
+        "status": "running",
+    }
+
+
+def train_run(
+    features: str | Path,
+    out: str | Path | RunDir | None = None,
+    config: TrainConfig | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Cross-validate ``config.model`` on a features file and write the run directory.
+
+    Parameters
+    ----------
+    features : path
+        Stage file the model reads (e.g. ``flow.h5``).
+    out : path or RunDir, optional
+        Run directory [default: ``runs/<model>``, ``runs/<model>_ORACLE`` in oracle mode].
+        If it holds a run of the same computation (config fields in
+        :data:`~mertool.train.config.IDENTITY_KEYS`, and input), that run is resumed; a
+        different one is refused unless ``overwrite``.
+    config : TrainConfig
+        Options; recipe fields left ``None`` come from the model's defaults. A model is required.
+    overwrite : bool
+        Replace a run directory holding a different run.
+    progress : bool
+        Show a progress bar over folds.
+
+    Returns
+    -------
+    RunResult
+        The run directory and its metrics (``metrics.json``, plus the ORACLE ones in oracle mode).
+
+    Raises
+    ------
+    MertoolError
+        Bad options, features the model cannot read, a fold without training samples of
+        some class, or a run directory holding something else.
+    """
+    wall = time.perf_counter()
+    cfg = resolve_recipe(config if config is not None else TrainConfig())
+    device = resolve_device(cfg.device)
+    features = str(features)
+    data = load_train_data(features, get_entry(cfg.model).input, cfg.min_class_samples, cfg.model)
+    folds = make_folds(data.subjects, cfg.scheme, cfg.k, cfg.test_subjects, cfg.val_fraction, cfg.seed)
+    for fold in folds:
+        check_fold(fold, data.y, data.classes, data.subjects)
+    run = RunDir.of(out) if out is not None else RunDir.for_model(cfg.model, cfg.oracle)
+    prev = run.prepare(identity(cfg, data.key), overwrite, also=(legacy_identity(cfg, data.key),))
+    n_params = count_parameters(create_model(cfg.model, num_classes=len(data.classes), **cfg.model_kwargs))
+    info = _run_info(features, cfg, data, folds, n_params, prev)
+    run.write_info(info)
+    run.write_config(cfg.to_dict())
+    results, resumed = _train_folds(run, features, data, folds, cfg, device, progress)
+    metrics = write_outputs(run, data, folds, results, cfg, n_params)
+    info.update(wall_seconds=info["wall_seconds"] + (time.perf_counter() - wall), status="done")
+    run.write_info(info)
+    metrics["wall_seconds"] = info["wall_seconds"]
+    oracle = metrics.pop("oracle", None)
+    run.write_metrics(metrics)
+    return RunResult(run.path, metrics, oracle, resumed)
+
+
+def _fold_accuracy(r: FoldResult, y: np.ndarray, oracle: bool = False) -> float:
+    pred = np.asarray(r.oracle["probs"] if oracle else r.probs).argmax(1)
+    return float((pred == y[np.asarray(r.test_index)]).mean())
+
+
+def _predictions(data: TrainData, folds: list[Fold], results: list[FoldResult], oracle: bool) -> list[dict]:
+    rows = []
+    for fold, r in zip(folds, results):
+        probs = np.asarray(r.oracle["probs"] if oracle else r.probs, dtype=np.float64)
+        for i, p in zip(r.test_index, probs):
+            row = {
+                "sample_id": data.sample_ids[i],
+                "subject": data.subjects[i],
+                "fold": fold.name,
+                "label": data.classes[data.y[i]],
+                "prediction": data.classes[int(p.argmax())],
+            }
+            row.update({f"p_{c}": f"{v:.6f}" for c, v in zip(data.classes, p)})
+            rows.append(row)
+    return rows
+
+
+def _final_model_log(results: list[FoldResult]) -> dict[str, float]:
+    from .report import STANDARD_LOG_KEYS
+
+    last = [r.history[-1] for r in results if r.history]
+    keys = sorted({k for row in last for k in row if k not in STANDARD_LOG_KEYS})
+    return {k: float(np.mean([row[k] for row in last if k in row])) for k in keys}
+
+
+def _selection(cfg: TrainConfig, oracle: bool) -> str:
+    if oracle:
+        return "ORACLE: best epoch on the test fold (not an honest estimate)"
+    return "best validation loss (training subjects)" if cfg.early_stopping else "fixed epoch budget"
+
+
+def _variant_metrics(
+    run: RunDir, data: TrainData, folds: list[Fold], results: list[FoldResult], cfg: TrainConfig, n_params: int,
+    oracle: bool,
+) -> dict:
+    """Predictions, metrics and confusion matrix of the honest results (or of the ORACLE ones)."""
+    from .report import plot_confusion
+
+    rows = _predictions(data, folds, results, oracle)
+    run.write_predictions(rows, oracle)
+    index = {c: i for i, c in enumerate(data.classes)}
+    m = compute_metrics(
+        [index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows], [r["fold"] for r in rows], data.classes
+    )
+    m.update(
+        {
+            "model": cfg.model,
+            "params": n_params,
+            "scheme": cfg.scheme,
+            "epochs": cfg.epochs,
+            "early_stopping": cfg.early_stopping,
+            "selection": _selection(cfg, oracle),
+            "train_seconds": float(sum(r.seconds for r in results)),
+            "dropped_classes": data.dropped,
+        }
+    )
+    final_log = _final_model_log(results)
+    if final_log:  # e.g. learned SOA angles, mean over folds of each fold's last epoch
+        m["model_log_final"] = final_log
+    title = f"{cfg.model} {cfg.scheme}{' ' + ORACLE if oracle else ''}: UF1 {m['uf1']:.3f} UAR {m['uar']:.3f}"
+    plot_confusion(np.asarray(m["confusion"]), data.classes, run.plot("confusion", oracle), title)
+    return m
+
+
+def write_outputs(
+    run: RunDir, data: TrainData, folds: list[Fold], results: list[FoldResult], cfg: TrainConfig, n_params: int
+) -> dict:
+    """Write predictions, metrics, fold table and plots (and their ORACLE twins).
+
+    Returns the honest metrics, with the ORACLE ones under ``"oracle"`` in oracle mode
+    (``metrics_ORACLE.json`` is written here; ``metrics.json`` by the caller, once the
+    run's wall time is known).
+    """
+    from .report import plot_curves, plot_model_log
+
+    metrics = _variant_metrics(run, data, folds, results, cfg, n_params, oracle=False)
+    if cfg.oracle:
+        metrics["oracle"] = _variant_metrics(run, data, folds, results, cfg, n_params, oracle=True)
+        run.write_metrics(metrics["oracle"], oracle=True)
+    histories = [r.history for r in results]
+    plot_curves(histories, run.plot("curves"), f"{cfg.model} ({len(results)} folds)")
+    plot_model_log(histories, run.plot("model_log"), f"{cfg.model} ({len(results)} folds)")  # e.g. SOA angle vs epoch
+    if cfg.oracle:
+        plot_curves(histories, run.plot("curves", oracle=True), f"{cfg.model} {ORACLE} test curves", oracle=True)
+    header = ["fold", "n_train", "n_val", "n_test", "epochs_run", "chosen_epoch", "test_acc", "seconds"]
+    header += [f"{ORACLE}_epoch", f"{ORACLE}_test_acc"] if cfg.oracle else []
+    rows = []
+    for f, r in zip(folds, results):
+        row = [f.name, len(f.train), len(f.val), len(f.test), r.epochs_run, r.best_epoch,
+               f"{_fold_accuracy(r, data.y):.4f}", f"{r.seconds:.2f}"]
+        rows.append(row + ([r.oracle["epoch"], f"{_fold_accuracy(r, data.y, oracle=True):.4f}"] if cfg.oracle else []))
+    run.write_folds_table(header, rows)
+    return metrics
