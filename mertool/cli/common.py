@@ -29,3 +29,22 @@ ConfigOption: Optional[Path] = typer.Option(None, "--config", help="YAML file of
 OverwriteOption: bool = typer.Option(False, "--overwrite", help="Replace an output made with other parameters or inputs.")
 JobsOption: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (-1 = all cores).")
 PreviewOption: Optional[Path] = typer.Option(None, "--preview", help="Folder for PNG previews of a few samples.")
+SamplesOption: Optional[Path] = typer.Option(
+    None, "--samples",
+    help="samples.csv whose apex overrides the aligned file's (e.g. from `mertool keyframes`): it needs a row for "
+    "every sample; a row with a known apex (not -1) replaces the aligned file's, a row with -1 keeps it.",
+)
+ForModelOption: Optional[str] = typer.Option(
+    None, "--for-model", metavar="MODEL",
+    help="Take the options MODEL's recipe gives this verb (see `mertool models --recipe MODEL`); flags override them.",
+)
+
+
+def resolve_config(config_cls: Any, yaml: Optional[Path], verb: str, for_model: Optional[str], **flags: Any) -> Any:
+    """A stage config from defaults <- YAML <- the ``--for-model`` recipe <- explicit flags."""
+    recipe: dict[str, Any] = {}
+    if for_model is not None:
+        from ..recipes import options_for
+
+        recipe = options_for(for_model, verb)
+    return config_cls.resolve(yaml, **{**recipe, **{k: v for k, v in flags.items() if v is not None}})

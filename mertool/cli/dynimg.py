@@ -9,7 +9,9 @@ import typer
 
 from ..log import setup_cli_logging
 from ..stages.dynimg import DynimgConfig, run_dynimg
-from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
+from .common import (
+    ConfigOption, ForModelOption, JobsOption, OverwriteOption, PreviewOption, SamplesOption, out_option, resolve_config,
+)
 
 _D = DynimgConfig()
 
@@ -45,11 +47,8 @@ def register(app: typer.Typer) -> None:
             None, "--frame-norm",
             help=f"Per-frame preprocessing: none, or mean (subtract each frame's channel means) [default: {_D.frame_norm}].",
         ),
-        samples: Optional[Path] = typer.Option(
-            None, "--samples",
-            help="samples.csv with a row per aligned sample (e.g. from `mertool keyframes`); "
-            "a known apex (not -1) replaces the aligned file's.",
-        ),
+        samples: Optional[Path] = SamplesOption,
+        for_model: Optional[str] = ForModelOption,
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
@@ -57,8 +56,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Phase-aware dynamic images by approximate rank pooling (N x P x C x S x S)."""
         setup_cli_logging()
-        cfg = DynimgConfig.resolve(
-            config, phases=phases, kind=kind, size=size, channels=channels,
+        cfg = resolve_config(
+            DynimgConfig, config, "dynimg", for_model, phases=phases, kind=kind, size=size, channels=channels,
             normalize=normalize, frame_norm=frame_norm,
         )
         result = run_dynimg(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)

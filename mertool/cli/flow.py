@@ -13,7 +13,9 @@ from ..log import setup_cli_logging
 from ..preprocess.strain import NORMALISATIONS, STRAIN_METHODS
 from ..preprocess.tvl1 import BACKENDS
 from ..stages.flow import PAIR_MODES, FlowConfig, run_flow
-from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
+from .common import (
+    ConfigOption, ForModelOption, JobsOption, OverwriteOption, PreviewOption, SamplesOption, out_option, resolve_config,
+)
 
 _D = FlowConfig()  # defaults (the TV-L1 ones are TVL1Params', i.e. OpenCV's)
 _RUN = inspect.signature(run_flow).parameters  # defaults of the run options
@@ -33,18 +35,15 @@ def register(app: typer.Typer) -> None:
     @app.command(
         "flow",
         epilog=(
-            "Example: mertool flow work/aligned.h5 -o work/flow.h5 --preset offtanet "
+            "Example: mertool flow work/aligned.h5 -o work/flow.h5 --for-model offtanet "
             "--samples work/samples.csv --backend torch --preview work/preview_flow"
         ),
     )
     def flow(
         aligned_h5: Path = typer.Argument(..., help="aligned.h5 from `mertool align`."),
         out: Path = out_option("flow.h5 to write."),
-        samples: Optional[Path] = typer.Option(
-            None, "--samples",
-            help="samples.csv whose apex overrides the aligned file's (from `mertool keyframes`); "
-            "it needs a row for every sample, and a row with apex -1 keeps the aligned file's apex.",
-        ),
+        samples: Optional[Path] = SamplesOption,
+        for_model: Optional[str] = ForModelOption,
         preset: Optional[str] = typer.Option(
             None, help=f"{' or '.join(FlowConfig.PRESETS)}: defaults of the options below {_default('preset')}."
         ),
@@ -101,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """TV-L1 optical flow (u, v) and optical strain between onset and apex, as N x 3 x S x S."""
         options = locals()  # the parameters above, by name: the config fields among them are passed on
         setup_cli_logging()
-        cfg = FlowConfig.resolve(config, **{name: options.get(name) for name in _FIELDS})
+        cfg = resolve_config(FlowConfig, config, "flow", for_model, **{name: options.get(name) for name in _FIELDS})
         result = run_flow(
             aligned_h5, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview,
             device=device, batch_size=batch_size, compile=compile,

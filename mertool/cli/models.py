@@ -15,7 +15,8 @@ CONVENTION_HELP = "FLOP convention: macs, flops (2 x MACs) or torchstat (the Off
 def register(app: typer.Typer) -> None:
     @app.command(
         "models",
-        epilog="Example: mertool models   |   mertool models offtanet --convention torchstat --format markdown",
+        epilog="Example: mertool models   |   mertool models offtanet --convention torchstat --format markdown"
+        "   |   mertool models --recipe ststnet",
     )
     def models(
         names: Optional[list[str]] = typer.Argument(None, help="Models to show (default: all registered)."),
@@ -23,8 +24,17 @@ def register(app: typer.Typer) -> None:
         flops: bool = typer.Option(True, "--flops/--no-flops", help="Count FLOPs (one forward pass per model)."),
         convention: str = typer.Option("macs", "--convention", help=CONVENTION_HELP),
         fmt: str = typer.Option("table", "--format", help=f"Output: {', '.join(FORMATS)}."),
+        recipe: Optional[str] = typer.Option(
+            None, "--recipe", metavar="MODEL",
+            help="Print how MODEL's input is made: one 'verb<TAB>output<TAB>flags' line per stage (read by pipelines/*.sh).",
+        ),
     ) -> None:
         """List registered models: input stage and shape, trainable parameters, FLOPs per sample."""
+        if recipe is not None:
+            from ..recipes import recipe_text
+
+            typer.echo(recipe_text(recipe))
+            return
         # torch is imported here, not at CLI start-up, so `mertool --help` stays fast.
         from ..models.describe import describe_models
         from ..models.flops import CONVENTIONS

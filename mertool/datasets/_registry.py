@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
-from ..errors import MertoolError
+from ..errors import unknown_name
 from ..samples import Sample
 
 Adapter = Callable[..., list[Sample]]
@@ -36,7 +35,5 @@ def get_adapter(name: str) -> Adapter:
         Unknown name (close names are suggested).
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MertoolError(f"unknown dataset {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
+        raise unknown_name("dataset", name, _REGISTRY)
     return _REGISTRY[name][0]

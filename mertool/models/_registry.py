@@ -7,13 +7,12 @@ family explicitly, so the registry is complete once the package is imported.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ..errors import MertoolError
+from ..errors import unknown_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +95,5 @@ def get_entry(name: str) -> ModelEntry:
         Unknown name (close names are suggested).
     """
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MertoolError(f"unknown model {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}")
+        raise unknown_name("model", name, _REGISTRY, cutoff=0.5)
     return _REGISTRY[name]

@@ -25,6 +25,7 @@ from ..errors import MertoolError
 from ..log import logger
 from ..preprocess.keyframes import METHODS, spot_apex
 from ..samples import Sample, read_samples, write_samples
+from ..table import format_table as render_table
 from ._driver import SAMPLE_ERRORS
 from .stagefile import StageFile, open_stage
 
@@ -83,11 +84,10 @@ class SpotError:
 # NOTE: to move onto the shared table renderer (mertool.table.format_table) once it lands.
 def format_table(results: list[SpotError], within: int) -> str:
     """Plain-text table: method, clips, mean/median absolute error, share within N frames."""
-    lines = [f"{'method':10s} {'clips':>5s} {'mean':>7s} {'median':>7s} {'<=' + str(within) + ' fr':>7s}"]
-    for r in results:
-        s = r.summary(within)
-        lines.append(f"{r.method:10s} {s['n']:5d} {s['mean']:7.2f} {s['median']:7.1f} {100 * s['within']:6.1f}%")
-    return "\n".join(lines)
+    rows = [[r.method, s["n"], f"{s['mean']:.2f}", f"{s['median']:.1f}", f"{100 * s['within']:.1f}%"]
+            for r in results for s in [r.summary(within)]]
+    return render_table(rows, ["method", "clips", "mean", "median", f"<={within} fr"],
+                        align="lrrrr", sep=" ", widths=(10, 5, 7, 7, 7))
 
 
 def _clip(stage: StageFile, sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,12 +9,11 @@ explicit import; other code (a notebook's own model) adds one with :func:`regist
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 
 import torch
 
-from ..errors import MertoolError
+from ..errors import unknown_name
 
 Augment = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
 _AUGMENTS: dict[str, Augment] = {}
@@ -49,9 +48,7 @@ def get_augment(name: str) -> Augment:
     """
     known = _known()
     if name not in known:
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise MertoolError(f"unknown augmentation {name!r}{hint}; known: {', '.join(sorted(known))}")
+        raise unknown_name("augmentation", name, known)
     return known[name]
 
 

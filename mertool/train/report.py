@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .. import table  # noqa: E402
 from ..errors import MertoolError  # noqa: E402
 from .rundir import ORACLE, RunDir  # noqa: E402
 
@@ -155,22 +154,8 @@ def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
 
 
 def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] = COLUMNS) -> str:
-    """Render rows as an aligned text table, Markdown or CSV."""
-    cols = [c for c in columns if c != "selection"] if fmt == "text" else list(columns)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        return buf.getvalue()
-    cells = [[str(r.get(c, "")) for c in cols] for r in rows]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in cells]
-        return "\n".join(lines) + "\n"
-    if fmt != "text":
+    """Render rows as an aligned text table, Markdown or CSV (text leaves out ``selection``)."""
+    if fmt not in table.FORMATS:
         raise MertoolError(f"unknown table format {fmt!r}; use text, markdown or csv")
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines) + "\n"
+    cols = [c for c in columns if c != "selection"] if fmt == "text" else list(columns)
+    return table.format_table(rows, cols, fmt) + "\n"
