@@ -1,15 +1,16 @@
 """``mertool demo``: the whole chain on the built-in synthetic set.
 
-synth -> index -> align -> keyframes -> flow -> dynimg [-> pairs] -> train (LOSO) -> report.
-Each step is an ordinary ``mertool`` verb (the same commands ``pipelines/demo.sh``
-runs), so the demo doubles as a worked example; every verb resumes, so a re-run reuses
-finished steps. The demo adds one picture of its own: the mean flow of each class.
+synth -> index -> the model's feature recipe (align -> keyframes -> flow | dynimg | pairs,
+from :func:`mertool.recipes.plan_features`) -> train (LOSO) -> report. Every step is a
+library call (the same functions the verbs call), each printed with its command-line
+equivalent, so the demo doubles as a worked example; every step resumes, so a re-run
+reuses finished work. The demo adds one picture of its own: the mean flow of each class.
 
 Layout under ``OUT``::
 
     data/            synthetic clips, manifest.csv, synth.json
-    work/            samples.csv, aligned.h5, samples_kf.csv, flow.h5, dynimg.h5
-    pictures/        aligned/ (contact sheet), flow/ (colour wheels), dynimg/, class_flow.png
+    work/            samples.csv, aligned.h5, samples_kf.csv, the model's features
+    pictures/        align/ (contact sheet), flow/ | dynimg/ | pairs/, class_flow.png
     runs/<model>/    metrics.json, predictions.csv, confusion.png, curves.png, ...
     results.md       the metrics table
     demo.json        steps, seconds per step, metrics
@@ -19,11 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,22 +40,11 @@ BATCH = {"full": 32, "quick": 16}
 
 @dataclasses.dataclass
 class Step:
-    """One demo step: a ``mertool`` command line and the file or folder it makes."""
+    """One demo step: its name, the equivalent command line, and the call that runs it."""
 
     name: str
-    argv: list[str]
-    output: Path
-
-    def command(self) -> str:
-        return "mertool " + " ".join(shlex.quote(a) for a in self.argv)
-
-
-def _synth_argv(cfg: SynthConfig) -> list[str]:
-    return [
-        "--subjects", str(cfg.subjects), "--per-class", str(cfg.per_class), "--frames", str(cfg.frames),
-        "--classes", ",".join(cfg.classes), "--amplitude", ",".join(f"{a:g}" for a in cfg.amplitude),
-        "--seed", str(cfg.seed),
-    ]
+    command: str
+    run: Callable[[], Any]
 
 
 def demo_steps(
@@ -68,14 +57,14 @@ def demo_steps(
     synth: Optional[SynthConfig] = None,
     overwrite: bool = False,
 ) -> list[Step]:
-    """The demo's command lines, in order.
+    """The demo's steps, in order.
 
     Parameters
     ----------
     out : path
         Demo folder.
     model : str
-        A registered model that reads ``flow``, ``dynimg`` or ``pairs`` features.
+        A registered model (its recipe says which features to make).
     quick : bool
         The small set and epoch budget (about a minute on 2 cores).
     jobs : int
@@ -87,17 +76,20 @@ def demo_steps(
     synth : SynthConfig, optional
         Another built-in set (default: the full or quick one).
     overwrite : bool
-        Pass ``--overwrite`` to the stages, replacing outputs made with other settings.
+        Replace outputs made with other settings.
 
     Raises
     ------
     MertoolError
-        Unknown model, or a model whose inputs the demo cannot make.
+        Unknown model, a model whose inputs no recipe makes, or bad options.
     """
-    from .models import get_entry
+    from .recipes import plan_features, run_step
+    from .stages.index import run_index
+    from .synth import generate
+    from .train.config import TrainConfig
+    from .train.report import format_table, summarize_runs
+    from .train.run import train_run
 
-    entry = get_entry(model)
-    spec = entry.input
     out = Path(out)
     data, work, pics, run = out / "data", out / "work", out / "pictures", out / "runs" / model
     cfg = synth or (QUICK if quick else FULL)
@@ -105,50 +97,28 @@ def demo_steps(
     epochs = epochs or EPOCHS[mode]
     if epochs < 1 or jobs == 0:
         raise MertoolError(f"demo: epochs ({epochs}) must be >= 1 and jobs ({jobs}) non-zero")
-    j = str(jobs)
-    (shape,) = spec.arrays.values() if len(spec.arrays) == 1 else (None,)
-    flow_args = ["--preset", "offtanet"]
-    dyn_args = ["--size", "112"]
-    extra: list[Step] = []
-    if spec.stage == "flow":
-        features = work / "flow.h5"
-        side = shape[-1]
-        if side != 112:
-            flow_args = ["--preset", "ststnet", "--size", str(side)]
-    elif spec.stage == "dynimg":
-        features = work / "dynimg.h5"
-        dyn_args = ["--size", str(shape[-1]), "--channels", str(shape[-3])]
-    elif spec.stage == "pairs":
-        features = work / "pairs.h5"
-        side = next(iter(spec.arrays.values()))[-1]
-        extra = [Step("pairs", ["pairs", str(work / "aligned.h5"), "-o", str(features), "--size", str(side),
-                                "--samples", str(work / "samples_kf.csv")], features)]
-    else:
-        raise MertoolError(f"demo: model {model!r} reads {spec.stage!r} features; the demo makes flow, dynimg and pairs")
-    steps = [
-        Step("synth", ["synth", "-o", str(data), *_synth_argv(cfg), "--jobs", j], data / "manifest.csv"),
-        Step("index", ["index", "--dataset", "manifest", "--sheet", str(data / "manifest.csv"),
-                       "-o", str(work / "samples.csv")], work / "samples.csv"),
-        Step("align", ["align", str(work / "samples.csv"), "-o", str(work / "aligned.h5"), "--jobs", j,
-                       "--preview", str(pics / "aligned")], work / "aligned.h5"),
-        Step("keyframes", ["keyframes", str(work / "samples.csv"), "--aligned", str(work / "aligned.h5"),
-                           "-o", str(work / "samples_kf.csv")], work / "samples_kf.csv"),
-        Step("flow", ["flow", str(work / "aligned.h5"), "-o", str(work / "flow.h5"), *flow_args,
-                      "--samples", str(work / "samples_kf.csv"), "--jobs", j, "--preview", str(pics / "flow")],
-             work / "flow.h5"),
-        Step("dynimg", ["dynimg", str(work / "aligned.h5"), "-o", str(work / "dynimg.h5"), *dyn_args,
-                        "--samples", str(work / "samples_kf.csv"), "--jobs", j, "--preview", str(pics / "dynimg")],
-             work / "dynimg.h5"),
-        *extra,
-        Step("train", ["train", str(features), "--model", model, "-o", str(run), "--epochs", str(epochs),
-                       "--batch-size", str(BATCH[mode]), "--seed", "0", "--device", device, "--jobs", j], run / "metrics.json"),
-        Step("report", ["report", str(run), "--markdown", str(out / "results.md")], out / "results.md"),
+    recipe = plan_features(model)
+    samples, features = work / "samples.csv", work / recipe[-1].output
+    train_cfg = TrainConfig.resolve(model=model, epochs=epochs, batch_size=BATCH[mode], seed=0, device=device, jobs=jobs)
+
+    def feature_step(step: Any) -> Step:
+        preview = None if step.verb == "keyframes" else pics / step.verb
+        return Step(step.verb, f"{step.command()}  ({work}/{step.output})",
+                    lambda: run_step(step, work, samples, jobs=jobs, overwrite=overwrite, preview=preview))
+
+    def report() -> None:
+        (out / "results.md").write_text(format_table(summarize_runs([run]), "markdown"))
+
+    return [
+        Step("synth", f"mertool synth -o {data} --subjects {cfg.subjects} --per-class {cfg.per_class} --frames {cfg.frames}",
+             lambda: generate(data, cfg, jobs=jobs, overwrite=overwrite)),
+        Step("index", f"mertool index --dataset manifest --sheet {data}/manifest.csv -o {samples}",
+             lambda: run_index("manifest", samples, sheet=data / "manifest.csv")),
+        *[feature_step(step) for step in recipe],
+        Step("train", f"mertool train {features} --model {model} -o {run} --epochs {epochs} --batch-size {BATCH[mode]}",
+             lambda: train_run(features, run, train_cfg, overwrite=overwrite)),
+        Step("report", f"mertool report {run} --markdown {out}/results.md", report),
     ]
-    if overwrite:
-        for step in steps:
-            if step.name in ("synth", "align", "flow", "dynimg", "pairs", "train"):
-                step.argv.append("--overwrite")
-    return steps
 
 
 def class_flow_picture(flow_h5: str | Path, out_png: str | Path, tile: int = 160) -> Path:
@@ -185,17 +155,25 @@ def class_flow_picture(flow_h5: str | Path, out_png: str | Path, tile: int = 160
 
 
 def pictures(out: str | Path, model: str = "offtanet") -> dict[str, list[Path]]:
-    """Where the demo's pictures are (only those that exist)."""
+    """The pictures the demo makes for ``model`` (what its recipe writes), and which exist."""
+    from .recipes import plan_features
+
     out = Path(out)
     pics, run = out / "pictures", out / "runs" / model
-    found = {
-        "aligned contact sheet": sorted((pics / "aligned").glob("*.png")),
-        "flow colour wheels (onset | apex | flow | strain)": sorted((pics / "flow").glob("*.png")),
-        "mean flow per class": [p for p in [pics / "class_flow.png"] if p.is_file()],
-        "dynamic images": sorted((pics / "dynimg").glob("*.png")),
-        "confusion matrix": [p for p in [run / "confusion.png"] if p.is_file()],
-        "learning curves": [p for p in [run / "curves.png"] if p.is_file()],
+    feature = plan_features(model)[-1].verb
+    previews = {
+        "flow": "flow colour wheels (onset | apex | flow | strain)",
+        "dynimg": "dynamic images",
+        "pairs": "onset/apex pairs",
     }
+    found = {
+        "aligned contact sheet": sorted((pics / "align").glob("*.png")),
+        previews.get(feature, feature): sorted((pics / feature).glob("*.png")),
+    }
+    if feature == "flow":
+        found["mean flow per class"] = [p for p in [pics / "class_flow.png"] if p.is_file()]
+    found["confusion matrix"] = [p for p in [run / "confusion.png"] if p.is_file()]
+    found["learning curves"] = [p for p in [run / "curves.png"] if p.is_file()]
     return found
 
 
@@ -208,15 +186,12 @@ def run_demo(
     epochs: Optional[int] = None,
     synth: Optional[SynthConfig] = None,
     overwrite: bool = False,
-    runner: Optional[Callable[[list[str]], int]] = None,
     echo: Callable[[str], None] = print,
 ) -> dict:
     """Run every demo step (resuming finished ones) and summarise.
 
     Parameters
     ----------
-    runner : callable, optional
-        Runs one command line and returns its exit code (default: the in-process CLI).
     echo : callable
         Where progress lines go.
     (others as in :func:`demo_steps`)
@@ -230,28 +205,27 @@ def run_demo(
     Raises
     ------
     MertoolError
-        A step failed (its own error line has been printed); re-running resumes.
+        A step failed (the message says which; re-running resumes).
     """
-    if runner is None:
-        from .cli.main import cli as runner
+    from .recipes import features_path
+
     out = Path(out)
     steps = demo_steps(out, model, quick, jobs, device, epochs, synth, overwrite)
     record = []
     start = time.perf_counter()
     for i, step in enumerate(steps, start=1):
-        echo(f"[{i}/{len(steps)}] {step.name}: {step.command()}")
+        echo(f"[{i}/{len(steps)}] {step.name}: {step.command}")
         t0 = time.perf_counter()
-        rc = runner(step.argv)
+        try:
+            step.run()
+        except MertoolError as exc:
+            hint = "" if overwrite else " (or add --overwrite if the settings changed)"
+            raise MertoolError(f"demo step {step.name!r} failed: {exc}; fix the cause and re-run to resume{hint}") from None
         seconds = time.perf_counter() - t0
-        if rc != 0:
-            raise MertoolError(
-                f"demo step {step.name!r} failed (exit {rc}); fix the cause and re-run to resume"
-                + ("" if overwrite else " (or add --overwrite if the settings changed)")
-            )
-        record.append({"name": step.name, "command": step.command(), "seconds": round(seconds, 2)})
+        record.append({"name": step.name, "command": step.command, "seconds": round(seconds, 2)})
         echo(f"[{i}/{len(steps)}] {step.name}: done in {seconds:.1f} s")
-        if step.name == "flow" and step.output.is_file():
-            class_flow_picture(step.output, out / "pictures" / "class_flow.png")
+        if step.name == "flow":
+            class_flow_picture(features_path(model, out / "work"), out / "pictures" / "class_flow.png")
     total = time.perf_counter() - start
     metrics_path = out / "runs" / model / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}

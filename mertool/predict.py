@@ -1,13 +1,15 @@
-"""Classify new clips with a finished run: align -> flow -> ensemble of the fold models.
+"""Classify new clips with a finished run: replay its feature recipe -> fold-model ensemble.
 
 The run directory records the parameters of the stages that made its training features
-(``run.json`` -> ``pipeline``), so a new clip goes through the same alignment and flow
-settings. The prediction averages the softmax outputs of every fold's final model (or
-uses one fold's model).
+(``run.json`` -> ``pipeline``), so a new clip goes through the same stages with the same
+settings (align, then flow, dynamic images or frame pairs). The prediction averages the
+softmax outputs of every fold's final model (or uses one fold's model).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,9 @@ import torch
 from .device import resolve_device
 from .errors import MertoolError
 from .models import create_model, get_entry
-from .samples import Sample, load_frames, video_frame_count
+from .samples import Sample, video_frame_count, write_samples
+from .stages.stagefile import open_stage
+from .train.data import meta_vectors
 from .train.rundir import RunDir
 
 
@@ -75,60 +79,75 @@ def predict_inputs(
     return np.mean(probs, axis=0)
 
 
-def _stage_params(info: dict, stage: str) -> dict | None:
-    for step in info.get("pipeline", []):
-        if step["stage"] == stage:
-            return step["params"]
-    return None
+def clip_features(run: RunDir, sample: Sample, work: Path) -> dict[str, np.ndarray]:
+    """Make one clip's model input by replaying the recipe the run recorded.
+
+    The run's ``pipeline`` holds the stage and parameters of its feature file and of each
+    upstream stage file (nearest first). The clip goes through the same stages with the
+    same parameters (align, then flow / dynimg / pairs), in ``work``, so its features are
+    made by exactly the code that made the training features.
+    """
+    from .recipes import replay
+
+    info = run.finished()
+    spec = get_entry(info["model"]).input
+    samples_csv = write_samples([sample], work / "samples.csv")
+    features = replay(info.get("pipeline", []), samples_csv, work)
+    sf = open_stage(features)
+    if sample.sample_id not in sf.sample_ids:
+        raise MertoolError(f"{sample.source()}: {sf.failed.get(sample.sample_id, 'no features were made')}")
+    arrays = sf.sample(sample.sample_id, list(spec.arrays))
+    inputs = {name: a[None] for name, a in arrays.items()}
+    for field in spec.meta:
+        inputs[field] = meta_vectors(field, [sf.meta_of(sample.sample_id)[field]], sf.path)
+    return inputs
 
 
-def clip_flow(onset: np.ndarray, apex: np.ndarray, info: dict) -> np.ndarray:
-    """Align an onset/apex pair and compute the run's flow features (1 x C x S x S)."""
-    from .preprocess.align import align_clip
-    from .preprocess.strain import flow_features
-    from .preprocess.tvl1 import prepare_frame, tvl1
-    from .stages.align import AlignConfig
-    from .stages.flow import FlowConfig
-
-    flow_params = _stage_params(info, "flow")
-    if flow_params is None:
-        raise MertoolError("the run's features were not made by `mertool flow` (or flow.h5 is gone); cannot replay them")
-    align_params = _stage_params(info, "aligned")
-    if align_params is None:
-        raise MertoolError("the run's flow file records no readable aligned.h5 upstream; cannot replay the alignment")
-    try:
-        acfg = AlignConfig(**align_params)
-        fcfg = FlowConfig(**flow_params)
-    except TypeError as exc:  # recorded by another mertool version
-        raise MertoolError(f"the run's recorded align/flow parameters do not fit this mertool ({exc})") from None
-    try:
-        aligned = align_clip([onset, apex], **acfg.align_options())["frames"]
-    except LookupError:
-        raise MertoolError("no face found on the onset frame; try a larger frame or another clip") from None
-    a, b = (prepare_frame(f, fcfg.flow_size) for f in aligned)
-    flow = tvl1(a, b, params=fcfg.tvl1(), backend=fcfg.backend)
-    return flow_features(flow[None], **fcfg.features())
+def _clip_sample(frames: str | Path | None, video: str | Path | None, onset: int, apex: int, offset: int, aus: str) -> Sample:
+    """The clip as a one-row sample: offset -1 = last frame, apex -1 = middle of onset..offset."""
+    if (frames is None) == (video is None):
+        raise MertoolError("give exactly one of frames (a folder) or video (a file)")
+    probe = Sample("clip", "", onset, apex, offset, "", frames=str(frames or ""), video=str(video or ""))
+    numbers = [n for n, _ in probe.frame_table()] if frames else list(range(1, video_frame_count(video) + 1))
+    if not numbers:
+        raise MertoolError(f"{probe.source()}: no frames")
+    offset = numbers[-1] if offset == -1 else offset
+    if apex == -1:
+        inside = [n for n in numbers if onset < n <= offset]
+        if not inside:
+            raise MertoolError(f"{probe.source()}: no frame after the onset ({onset}) to use as apex")
+        apex = inside[len(inside) // 2]
+    source = "sheet" if probe.apex != -1 else "estimated:middle"
+    return dataclasses.replace(probe, apex=apex, offset=offset, aus=aus, label="?", apex_source=source)
 
 
 def predict_clip(
-    run: str | Path | RunDir,
+    run: str | Path,
     frames: str | Path | None = None,
     video: str | Path | None = None,
     onset: int = 1,
     apex: int = -1,
+    offset: int = -1,
+    aus: str = "",
     fold: str | None = None,
     device: str = "auto",
 ) -> dict:
     """Classify one clip (a frames folder or a video) with a run's fold-model ensemble.
 
+    Works for every model family: the clip is turned into the model's input by replaying
+    the stages (and their parameters) that made the run's training features.
+
     Parameters
     ----------
-    run : path or RunDir
-        Finished run directory of a flow-based model.
+    run : path
+        Finished run directory.
     frames, video : path
         Exactly one: folder of frame images, or video file.
-    onset, apex : int
-        Frame numbers (as in samples.csv); ``apex=-1`` takes the middle of the clip.
+    onset, apex, offset : int
+        Frame numbers (as in samples.csv); ``apex=-1`` takes the middle of onset..offset,
+        ``offset=-1`` the last frame.
+    aus : str
+        The clip's action units (e.g. ``"4+L10"``), for models that read them.
     fold : str, optional
         Use one fold's model instead of the average of all folds.
     device : str
@@ -136,32 +155,25 @@ def predict_clip(
     Returns
     -------
     dict
-        ``label``, ``probabilities`` (class -> p), ``onset``, ``apex``, ``models``.
+        ``label``, ``probabilities`` (class -> p), ``onset``, ``apex``, ``offset``, ``models``.
+
+    Examples
+    --------
+    >>> predict_clip("runs/offtanet", frames="clips/s01_ep1", onset=1, apex=9)  # doctest: +SKIP
+    {'label': 'positive', 'probabilities': {...}, 'onset': 1, 'apex': 9, ...}
     """
-    if (frames is None) == (video is None):
-        raise MertoolError("give exactly one of frames (a folder) or video (a file)")
-    run = RunDir.of(run)  # run.json and config.yaml are read once for the whole prediction
-    info = run.finished()
-    stage = get_entry(info["model"]).input.stage
-    if stage != "flow":
-        raise MertoolError(f"predict handles flow-based models; {info['model']!r} reads {stage!r} features")
-    sample = Sample("predict", "", onset, apex, onset, "", frames=str(frames or ""), video=str(video or ""))
-    numbers = [n for n, _ in sample.frame_table()] if frames else list(range(1, video_frame_count(video) + 1))
-    if not numbers:
-        raise MertoolError(f"{frames or video}: no frames")
-    if apex == -1:
-        after = [n for n in numbers if n > onset]
-        if not after:
-            raise MertoolError(f"{frames or video}: no frame after the onset ({onset}) to use as apex")
-        apex = after[len(after) // 2]
-    onset_img, apex_img = load_frames(sample, [onset, apex])
-    x = clip_flow(onset_img, apex_img, info)
-    probs = predict_inputs(run, {"flow": x}, fold=fold, device=device)[0]
+    rundir = RunDir.of(run)
+    info = rundir.finished()
+    sample = _clip_sample(frames, video, onset, apex, offset, aus)
+    with tempfile.TemporaryDirectory(prefix="mertool-predict-") as tmp:
+        inputs = clip_features(rundir, sample, Path(tmp))
+    probs = predict_inputs(rundir, inputs, fold=fold, device=device)[0]
     classes = info["classes"]
     return {
         "label": classes[int(np.argmax(probs))],
         "probabilities": {c: float(p) for c, p in zip(classes, probs)},
-        "onset": int(onset),
-        "apex": int(apex),
+        "onset": sample.onset,
+        "apex": sample.apex,
+        "offset": sample.offset,
         "models": len(info["folds"]) if fold is None else 1,
     }

@@ -188,6 +188,7 @@ def run_step(
     work = Path(work)
     out = work / step.output
     aligned, samples_kf = work / "aligned.h5", work / "samples_kf.csv"
+    apexes = samples_kf if samples_kf.is_file() else None  # a replay has no keyframes step
     common = {"jobs": jobs, "overwrite": overwrite, "preview": preview, "progress": progress}
     if step.verb == "align":
         return align.run_align(samples_csv, out, align.AlignConfig.resolve(**step.options), **common)
@@ -198,7 +199,7 @@ def run_step(
     if step.verb not in stages:
         raise MertoolError(f"recipe step {step.verb!r} has no runner")
     run, config = stages[step.verb]
-    return run(aligned, out, config.resolve(**step.options), samples_csv=samples_kf, **common)
+    return run(aligned, out, config.resolve(**step.options), samples_csv=apexes, **common)
 
 
 def make_features(
@@ -239,3 +240,47 @@ def make_features(
         if echo is not None:
             echo(result.summary())
     return features_path(model, work)
+
+
+#: stage-file kind (as recorded in a file's ``stage`` attribute) -> the verb that writes it
+VERB_OF_STAGE = {"aligned": "align", "flow": "flow", "dynimg": "dynimg", "pairs": "pairs"}
+
+
+def replay(pipeline: list[dict], samples_csv: str | Path, work: str | Path) -> Path:
+    """Re-make a feature file for other clips with exactly the recorded stage parameters.
+
+    Parameters
+    ----------
+    pipeline : list of dict
+        ``{"stage", "params", ...}`` of a feature file and its upstream stage files, nearest
+        first (:func:`mertool.stages.stagefile.pipeline_of`; a run records it in run.json).
+    samples_csv : path
+        The clips (their apex is used as given: there is no keyframes step in a replay).
+    work : path
+        Folder for the replayed stage files.
+
+    Returns
+    -------
+    Path
+        The replayed feature file.
+
+    Raises
+    ------
+    MertoolError
+        The pipeline is not align -> one feature stage, or its parameters do not fit this
+        mertool version.
+    """
+    stages = [p["stage"] for p in pipeline]
+    if len(pipeline) < 2 or stages[-1] != "aligned" or stages[0] not in VERB_OF_STAGE or stages[0] == "aligned":
+        raise MertoolError(
+            f"cannot replay the recorded feature pipeline ({' <- '.join(stages) or 'none recorded'}): "
+            "it needs a feature file made from an aligned.h5 that can still be read"
+        )
+    steps = [FeatureStep(VERB_OF_STAGE[p["stage"]], p["params"], f"{p['stage']}.h5") for p in (pipeline[-1], pipeline[0])]
+    steps[0] = dataclasses.replace(steps[0], output="aligned.h5")
+    for step in steps:
+        try:
+            run_step(step, work, samples_csv, progress=False)
+        except TypeError as exc:  # parameters recorded by another mertool version
+            raise MertoolError(f"the recorded {step.verb} parameters do not fit this mertool ({exc})") from None
+    return Path(work) / steps[-1].output

@@ -5,11 +5,11 @@
 #   (fills missing apex frames) -> dynimg (DI-Onset, DI-Offset) -> train -> report
 # Usage:  pipelines/dianet.sh DATASET DATASET_ROOT [WORK_DIR] [MODEL]
 #   DATASET: casme2 | samm | mmew.  MODEL: dianet (default) or any dianet-* preset
-#   (dianet-small-* presets read 64 px dynamic images: SIZE is set to match).
+#   (the dynimg options, e.g. 64 px for dianet-small-*, come from the model's recipe).
 #   Env: JOBS (align/dynimg workers, default 2), DEVICE (auto|cpu|cuda, default auto),
 #        KIND (linear|exact rank-pooling weights, default linear), EPOCHS (default: the
 #        model's 50).
-# Re-running resumes: every stage skips finished work (stage files and runs are keyed).
+# Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
 DATASET=${1:-}
 ROOT=${2:-}
@@ -29,20 +29,21 @@ fi
 WORK=${3:-work/$DATASET}
 MODEL=${4:-dianet}
 KIND=${KIND:-linear}
-case "$MODEL" in dianet-small*) SIZE=64 ;; *) SIZE=224 ;; esac
 RUN=runs/${DATASET}_${MODEL}${KIND:+_$KIND}
 command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install -e .)" >&2; exit 2; }
+# The model's recipe names its features file (dynimg224.h5, dynimg64.h5): `mertool models --recipe MODEL`.
+FEATURES=$WORK/${KIND}_$(mertool models --recipe "$MODEL" | tail -n 1 | cut -f2 | xargs basename)
 mkdir -p "$WORK"
 
-[ -f "$WORK/samples.csv" ] || mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" \
+mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" \
   --min-class-count 10 -o "$WORK/samples.csv"
 mertool align "$WORK/samples.csv" -o "$WORK/aligned_all.h5" --size 224 --frames all --jobs "${JOBS:-2}"
-[ -f "$WORK/samples_kf.csv" ] || mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" \
+mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" \
   -o "$WORK/samples_kf.csv"
-mertool dynimg "$WORK/aligned_all.h5" -o "$WORK/dynimg_${KIND}_${SIZE}.h5" --phases onset,offset --kind "$KIND" \
-  --size "$SIZE" --channels 3 --samples "$WORK/samples_kf.csv" --jobs "${JOBS:-2}"
+mertool dynimg "$WORK/aligned_all.h5" -o "$FEATURES" --for-model "$MODEL" --kind "$KIND" \
+  --samples "$WORK/samples_kf.csv" --jobs "${JOBS:-2}"
 extra=()
 if [ -n "${EPOCHS:-}" ]; then extra+=(--epochs "$EPOCHS"); fi
-mertool train "$WORK/dynimg_${KIND}_${SIZE}.h5" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}" \
+mertool train "$FEATURES" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}" \
   --min-class-samples 10 "${extra[@]}"
 mertool report "$RUN"

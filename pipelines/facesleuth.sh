@@ -6,7 +6,7 @@
 #   Env: JOBS (align workers, default 2), DEVICE (auto|cpu|cuda, default auto),
 #        APEX=spot to estimate missing apex frames with `mertool keyframes` (aligns all
 #        frames; larger) instead of taking the middle frame.
-# Re-running resumes: every stage skips finished work (stage files and runs are keyed).
+# Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
 DATASET=${1:-}
 ROOT=${2:-}
@@ -26,16 +26,18 @@ WORK=${3:-work/$DATASET}
 MODEL=${4:-facesleuth}
 RUN=runs/${DATASET}_${MODEL}
 command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install -e .)" >&2; exit 2; }
+# The model's recipe names its features file (pairs224.h5, pairs64.h5): `mertool models --recipe MODEL`.
+FEATURES=$WORK/$(mertool models --recipe "$MODEL" | tail -n 1 | cut -f2 | xargs basename)
 mkdir -p "$WORK"
 
-[ -f "$WORK/samples.csv" ] || mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" -o "$WORK/samples.csv"
+mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" -o "$WORK/samples.csv"
 if [ "${APEX:-middle}" = spot ]; then
   mertool align "$WORK/samples.csv" -o "$WORK/aligned_all.h5" --size 224 --frames all --jobs "${JOBS:-2}"
-  [ -f "$WORK/samples_kf.csv" ] || mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" -o "$WORK/samples_kf.csv"
-  mertool pairs "$WORK/aligned_all.h5" -o "$WORK/pairs.h5" --size 224 --samples "$WORK/samples_kf.csv"
+  mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" -o "$WORK/samples_kf.csv"
+  mertool pairs "$WORK/aligned_all.h5" -o "$FEATURES" --for-model "$MODEL" --samples "$WORK/samples_kf.csv"
 else
   mertool align "$WORK/samples.csv" -o "$WORK/aligned.h5" --size 224 --frames keyframes --jobs "${JOBS:-2}"
-  mertool pairs "$WORK/aligned.h5" -o "$WORK/pairs.h5" --size 224 --missing-apex middle
+  mertool pairs "$WORK/aligned.h5" -o "$FEATURES" --for-model "$MODEL" --missing-apex middle
 fi
-mertool train "$WORK/pairs.h5" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}"
+mertool train "$FEATURES" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}"
 mertool report "$RUN"

@@ -27,7 +27,7 @@ DEFAULT_VARIANTS="facesleuth-cva facesleuth facesleuth-soa-independent facesleut
 VARIANTS=${VARIANTS:-$DEFAULT_VARIANTS}
 mkdir -p "$WORK" runs/ablation_"$DATASET"
 
-[ -f "$WORK/samples.csv" ] || mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" -o "$WORK/samples.csv"
+mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" -o "$WORK/samples.csv"
 mertool align "$WORK/samples.csv" -o "$WORK/aligned.h5" --size 224 --frames keyframes --jobs "${JOBS:-2}"
 mertool pairs "$WORK/aligned.h5" -o "$WORK/pairs.h5" --size 224 --missing-apex middle
 

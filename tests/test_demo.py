@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -18,50 +19,42 @@ ROOT = Path(__file__).resolve().parents[1]
 VERBS = {c.name for c in app.registered_commands}
 
 
-def _paths(argv: list[str]) -> list[str]:
-    return [a for a in argv if a.endswith((".h5", ".csv"))]
-
-
-def test_steps_form_a_chain_of_registered_verbs(tmp_path):
+def test_steps_follow_the_models_recipe(tmp_path):
     steps = demo_steps(tmp_path / "d")
-    assert [s.name for s in steps] == ["synth", "index", "align", "keyframes", "flow", "dynimg", "train", "report"]
-    made: set[str] = set()
+    assert [s.name for s in steps] == ["synth", "index", "align", "keyframes", "flow", "train", "report"]
     for step in steps:
-        assert step.argv[0] in VERBS
-        # every file a step reads was written by an earlier step
-        reads = [p for p in _paths(step.argv) if p != str(step.output)]
-        assert set(reads) <= made, (step.name, reads)
-        made.add(str(step.output))
-        assert step.command().startswith(f"mertool {step.argv[0]} ")
-    train = steps[-2].argv
-    assert train[1] == str(tmp_path / "d" / "work" / "flow.h5") and "--model" in train and "offtanet" in train
+        verb = step.command.split()[1]
+        assert step.command.startswith("mertool ") and verb in VERBS, step.command
+    train = next(s for s in steps if s.name == "train").command
+    assert f"mertool train {tmp_path / 'd' / 'work' / 'flow112.h5'} --model offtanet" in train
 
 
 @pytest.mark.parametrize(
     "model,features,flag",
     [
-        ("ststnet", "flow.h5", ["--preset", "ststnet", "--size", "28"]),
-        ("dianet-small", "dynimg.h5", ["--size", "64", "--channels", "3"]),
-        ("facesleuth-small", "pairs.h5", ["--size", "64"]),
+        ("ststnet", "flow28.h5", "--preset ststnet"),
+        ("dianet-small", "dynimg64.h5", "--size 64 --channels 3"),
+        ("facesleuth-small", "pairs64.h5", "--size 64"),
     ],
 )
 def test_models_get_the_features_they_read(tmp_path, model, features, flag):
     steps = {s.name: s for s in demo_steps(tmp_path, model=model)}
-    assert steps["train"].argv[1].endswith(features)
-    producer = next(s for s in steps.values() if str(s.output).endswith(features))
-    text = " ".join(producer.argv)
-    assert " ".join(flag) in text
+    assert f"work/{features} --model {model}" in steps["train"].command
+    producer = next(s for s in steps.values() if f"work/{features})" in s.command)
+    assert flag in producer.command
 
 
-def test_overwrite_reaches_every_stage_that_has_it(tmp_path, capsys):
-    plain = {s.name: s.argv for s in demo_steps(tmp_path)}
-    forced = {s.name: s.argv for s in demo_steps(tmp_path, overwrite=True)}
-    changed = {name for name in forced if forced[name] != plain[name]}
-    assert changed == {"synth", "align", "flow", "dynimg", "train"}
-    for name in changed:
-        assert forced[name] == plain[name] + ["--overwrite"]
-        assert cli([forced[name][0], "--help"]) == 0
-        assert "--overwrite" in capsys.readouterr().out
+def test_overwrite_reaches_every_stage(tmp_path, monkeypatch):
+    import mertool.recipes
+    import mertool.synth
+
+    seen: dict[str, bool] = {}
+    monkeypatch.setattr(mertool.recipes, "run_step", lambda step, *a, **kw: seen.__setitem__(step.verb, kw["overwrite"]))
+    monkeypatch.setattr(mertool.synth, "generate", lambda *a, **kw: seen.__setitem__("synth", kw["overwrite"]))
+    for step in demo_steps(tmp_path, overwrite=True)[:5]:
+        if step.name != "index":  # index writes samples.csv afresh each time: nothing to overwrite
+            step.run()
+    assert seen == {"synth": True, "align": True, "keyframes": True, "flow": True}
 
 
 def test_bad_model_and_options(tmp_path, capsys):
@@ -73,33 +66,40 @@ def test_bad_model_and_options(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error:")
 
 
-def test_run_demo_resumes_and_stops_on_a_failed_step(tmp_path):
-    calls: list[list[str]] = []
+def test_run_demo_resumes_and_stops_on_a_failed_step(tmp_path, monkeypatch):
+    import mertool.demo
 
-    def fake(argv: list[str]) -> int:  # stands in for the CLI: makes each step's output
-        calls.append(argv)
-        step = next(s for s in demo_steps(tmp_path / "d") if s.argv == argv)
-        step.output.parent.mkdir(parents=True, exist_ok=True)
-        if step.name == "train":
-            step.output.write_text(json.dumps({"uar": 0.5, "uf1": 0.4, "accuracy": 0.5}))
-            (step.output.parent / "confusion.png").write_bytes(b"png")
-        elif step.name != "flow":
-            step.output.write_text("x")
-        return 0
+    real = mertool.demo.demo_steps
+    calls: list[str] = []
 
+    def fake_steps(out, *args, fail: str = "", **kwargs):
+        def make(step):
+            def run():
+                calls.append(step.name)
+                if step.name == fail:
+                    raise MertoolError("broken on purpose")
+                if step.name == "train":
+                    run_dir = Path(out) / "runs" / "offtanet"
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    (run_dir / "metrics.json").write_text(json.dumps({"uar": 0.5, "uf1": 0.4, "accuracy": 0.5}))
+                    (run_dir / "confusion.png").write_bytes(b"png")
+            return dataclasses.replace(step, run=run)
+
+        return [make(s) for s in real(out, *args, **kwargs)]
+
+    monkeypatch.setattr(mertool.demo, "demo_steps", fake_steps)
+    monkeypatch.setattr(mertool.demo, "class_flow_picture", lambda *a: None)
     lines: list[str] = []
-    summary = run_demo(tmp_path / "d", runner=fake, echo=lines.append)
-    assert [c[0] for c in calls] == ["synth", "index", "align", "keyframes", "flow", "dynimg", "train", "report"]
+    summary = run_demo(tmp_path / "d", echo=lines.append)
+    assert calls == ["synth", "index", "align", "keyframes", "flow", "train", "report"]
     assert summary["metrics"] == {"uar": 0.5, "uf1": 0.4, "accuracy": 0.5}
     assert summary["pictures"]["confusion matrix"] == [str(tmp_path / "d" / "runs" / "offtanet" / "confusion.png")]
     assert json.loads((tmp_path / "d" / "demo.json").read_text())["metrics"]["uar"] == 0.5
-    assert any(line.startswith("[5/8] flow: mertool flow ") for line in lines)
+    assert any(line.startswith("[5/7] flow: mertool flow --preset offtanet") for line in lines)
 
-    def broken(argv: list[str]) -> int:
-        return 2 if argv[0] == "align" else 0
-
-    with pytest.raises(MertoolError, match="'align' failed.*re-run"):
-        run_demo(tmp_path / "e", runner=broken, echo=lambda s: None)
+    monkeypatch.setattr(mertool.demo, "demo_steps", lambda out, *a, **kw: fake_steps(out, *a, fail="align", **kw))
+    with pytest.raises(MertoolError, match="'align' failed: broken on purpose.*re-run"):
+        run_demo(tmp_path / "e", echo=lambda s: None)
 
 
 def test_demo_sh_uses_the_demo_sets():
@@ -158,7 +158,7 @@ def test_mertool_demo_quick_end_to_end(tmp_path, capsys):
     assert "UAR" in text and "pictures:" in text and "(none written)" not in text
     summary = json.loads((out / "demo.json").read_text())
     assert summary["total_s"] < 300
-    assert (out / "pictures" / "aligned" / "aligned_contact_sheet.png").is_file()
+    assert (out / "pictures" / "align" / "aligned_contact_sheet.png").is_file()
     assert (out / "runs" / "offtanet" / "confusion.png").is_file()
     assert (out / "runs" / "offtanet" / "curves.png").is_file()
     assert "offtanet" in (out / "results.md").read_text()

@@ -23,7 +23,7 @@ CLASSES = ("negative", "positive", "surprise")
 
 
 def _landmarks(face: np.ndarray) -> np.ndarray:
-    from mertool.preprocess.align import detect_landmarks
+    from mertool.faces import detect_landmarks
 
     return detect_landmarks(face)[0]
 

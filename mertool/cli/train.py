@@ -104,18 +104,21 @@ def register(app: typer.Typer) -> None:
         frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of a clip's frames."),
         video: Optional[Path] = typer.Option(None, "--video", help="A clip's video file."),
         onset: int = typer.Option(1, "--onset", help="Onset frame number."),
-        apex: int = typer.Option(-1, "--apex", help="Apex frame number (-1: the middle frame)."),
+        apex: int = typer.Option(-1, "--apex", help="Apex frame number (-1: the middle of onset..offset)."),
+        offset: int = typer.Option(-1, "--offset", help="Offset frame number (-1: the last frame)."),
+        aus: str = typer.Option("", "--aus", help="The clip's action units, e.g. 4+L10 (models that read AUs)."),
         fold: Optional[str] = typer.Option(None, "--fold", help="Use one fold's model [default: average all folds]."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
-        """Classify one clip with a trained run: align -> flow -> fold-model ensemble."""
+        """Classify one clip with a trained run: its recorded feature recipe -> fold-model ensemble."""
         from ..predict import predict_clip
 
         setup_cli_logging()
         if (frames is None) == (video is None):
             raise MertoolError("give exactly one of --frames DIR or --video FILE")
-        res = predict_clip(run, frames=frames, video=video, onset=onset, apex=apex, fold=fold, device=device)
+        res = predict_clip(run, frames=frames, video=video, onset=onset, apex=apex, offset=offset, aus=aus,
+                          fold=fold, device=device)
         if as_json:
             typer.echo(json.dumps(res, indent=2))
             return
