@@ -11,7 +11,7 @@ import typer
 
 from ..log import setup_cli_logging
 from ..preprocess.strain import NORMALISATIONS, STRAIN_METHODS
-from ..preprocess.tvl1 import BACKENDS
+from ..preprocess.tvl1_params import BACKENDS
 from ..stages.flow import PAIR_MODES, FlowConfig, run_flow
 from .common import (
     ConfigOption, ForModelOption, JobsOption, OverwriteOption, PreviewOption, SamplesOption, out_option, resolve_config,

@@ -13,115 +13,116 @@ from ..log import logger, setup_cli_logging
 from .common import ConfigOption, OverwriteOption, out_option
 
 
+def train(
+    features: Optional[Path] = typer.Argument(None, help="Features stage file (e.g. flow.h5)."),
+    features_opt: Optional[Path] = typer.Option(None, "--features", help="Same as the positional FEATURES."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (see `mertool models`)."),
+    out: Optional[Path] = out_option("Run directory [default: runs/<model>, runs/<model>_ORACLE with --oracle].", None),
+    config: Optional[Path] = ConfigOption,
+    scheme: Optional[str] = typer.Option(None, "--scheme", help="loso | kfold | fixed [default: loso]."),
+    k: Optional[int] = typer.Option(None, "--k", help="Folds for --scheme kfold [default: 5]."),
+    test_subjects: Optional[str] = typer.Option(None, "--test-subjects", help="Comma-separated test subjects for --scheme fixed."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch budget [default: the model's]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: the model's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [default: the model's]."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | adamw | sgd [default: the model's]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay [default: the model's]."),
+    lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Multiply the lr by --lr-gamma every N epochs, 0 = constant [default: the model's]."),
+    lr_gamma: Optional[float] = typer.Option(None, "--lr-gamma", help="Step-decay factor [default: the model's]."),
+    augment: Optional[str] = typer.Option(None, "--augment", help="none | hflip | flow_hflip [default: the model's]."),
+    class_balanced: Optional[bool] = typer.Option(None, "--class-balanced/--no-class-balanced", help="Inverse-frequency class weights in the loss [default: off]."),
+    early_stopping: Optional[bool] = typer.Option(None, "--early-stopping/--no-early-stopping", help="Stop on validation loss; validation = held-out TRAINING subjects [default: off]."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of training subjects held out for validation [default: 0, or 0.2 with --early-stopping]."),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs [default: 20]."),
+    oracle: Optional[bool] = typer.Option(None, "--oracle/--no-oracle", help="ALSO write best-epoch-on-test results as *_ORACLE files (papers' practice; not an honest estimate) [default: off]."),
+    min_class_samples: Optional[int] = typer.Option(None, "--min-class-samples", help="Drop classes with fewer samples [default: 0 = keep all]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [default: auto]."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Folds trained in parallel processes on CPU (-1 = all cores) [default: 1]."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights (state_dict) for every fold."),
+    overwrite: bool = OverwriteOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Cross-validate a model subject-independently (LOSO by default) and write a run directory.
+
+    The honest default trains every fold for a fixed epoch budget; nothing is chosen
+    by looking at a test subject. Re-running the same command resumes a killed run.
+    """
+    from ..train.config import TrainConfig
+    from ..train.run import train_run
+
+    setup_cli_logging()
+    if features is not None and features_opt is not None and features != features_opt:
+        raise MertoolError("give the features file once (positional or --features)")
+    path = features or features_opt
+    if path is None:
+        raise MertoolError("no features file given (e.g. mertool train work/flow.h5 --model offtanet)")
+    overrides = dict(
+        model=model, scheme=scheme, k=k, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment, class_balanced=class_balanced, early_stopping=early_stopping,
+        val_fraction=val_fraction, patience=patience, oracle=oracle, min_class_samples=min_class_samples,
+        seed=seed, device=device, jobs=jobs, weights=str(weights) if weights else None,
+        test_subjects=[s.strip() for s in test_subjects.split(",") if s.strip()] if test_subjects else None,
+    )
+    cfg = TrainConfig.resolve(config, **overrides)
+    result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
+    for line in result.summary().splitlines():
+        logger.info(line)
+
+
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run directories."),
+    markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
+    fmt: str = typer.Option("text", "--format", help="Table format on stdout: text | markdown | csv."),
+) -> None:
+    """Compare finished runs: UF1, UAR, accuracy, parameters, time."""
+    from ..train.report import format_table, summarize_runs
+
+    rows = summarize_runs(runs)
+    typer.echo(format_table(rows, fmt), nl=False)
+    if markdown:
+        markdown.write_text(format_table(rows, "markdown"))
+    if csv_out:
+        csv_out.write_text(format_table(rows, "csv"))
+
+
+def predict(
+    run: Path = typer.Option(..., "--run", help="A finished run directory."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of a clip's frames."),
+    video: Optional[Path] = typer.Option(None, "--video", help="A clip's video file."),
+    onset: int = typer.Option(1, "--onset", help="Onset frame number."),
+    apex: int = typer.Option(-1, "--apex", help="Apex frame number (-1: the middle of onset..offset)."),
+    offset: int = typer.Option(-1, "--offset", help="Offset frame number (-1: the last frame)."),
+    aus: str = typer.Option("", "--aus", help="The clip's action units, e.g. 4+L10 (models that read AUs)."),
+    fold: Optional[str] = typer.Option(None, "--fold", help="Use one fold's model [default: average all folds]."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Classify one clip with a trained run: its recorded feature recipe -> fold-model ensemble."""
+    from ..predict import predict_clip
+
+    setup_cli_logging()
+    if (frames is None) == (video is None):
+        raise MertoolError("give exactly one of --frames DIR or --video FILE")
+    res = predict_clip(run, frames=frames, video=video, onset=onset, apex=apex, offset=offset, aus=aus,
+                      fold=fold, device=device)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"label: {res['label']}")
+    for c, p in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {c:12s} {p:.4f}")
+
+
+EXAMPLES = {
+    "train": "Example: mertool train work/flow.h5 --model offtanet -o runs/offtanet  "
+    "(quick check: --scheme kfold --k 5 --epochs 20)",
+    "report": "Example: mertool report runs/offtanet runs/ststnet --markdown results.md --csv results.csv",
+    "predict": "Example: mertool predict --run runs/offtanet --frames clips/s01_ep1 --onset 1 --apex 9",
+}
+
+
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "train",
-        epilog="Example: mertool train work/flow.h5 --model offtanet -o runs/offtanet  "
-        "(quick check: --scheme kfold --k 5 --epochs 20)",
-    )
-    def train(
-        features: Optional[Path] = typer.Argument(None, help="Features stage file (e.g. flow.h5)."),
-        features_opt: Optional[Path] = typer.Option(None, "--features", help="Same as the positional FEATURES."),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (see `mertool models`)."),
-        out: Optional[Path] = out_option("Run directory [default: runs/<model>, runs/<model>_ORACLE with --oracle].", None),
-        config: Optional[Path] = ConfigOption,
-        scheme: Optional[str] = typer.Option(None, "--scheme", help="loso | kfold | fixed [default: loso]."),
-        k: Optional[int] = typer.Option(None, "--k", help="Folds for --scheme kfold [default: 5]."),
-        test_subjects: Optional[str] = typer.Option(None, "--test-subjects", help="Comma-separated test subjects for --scheme fixed."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Epoch budget [default: the model's]."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [default: the model's]."),
-        lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [default: the model's]."),
-        optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | adamw | sgd [default: the model's]."),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay [default: the model's]."),
-        lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Multiply the lr by --lr-gamma every N epochs, 0 = constant [default: the model's]."),
-        lr_gamma: Optional[float] = typer.Option(None, "--lr-gamma", help="Step-decay factor [default: the model's]."),
-        augment: Optional[str] = typer.Option(None, "--augment", help="none | hflip | flow_hflip [default: the model's]."),
-        class_balanced: Optional[bool] = typer.Option(None, "--class-balanced/--no-class-balanced", help="Inverse-frequency class weights in the loss [default: off]."),
-        early_stopping: Optional[bool] = typer.Option(None, "--early-stopping/--no-early-stopping", help="Stop on validation loss; validation = held-out TRAINING subjects [default: off]."),
-        val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of training subjects held out for validation [default: 0, or 0.2 with --early-stopping]."),
-        patience: Optional[int] = typer.Option(None, "--patience", help="Early-stopping patience in epochs [default: 20]."),
-        oracle: Optional[bool] = typer.Option(None, "--oracle/--no-oracle", help="ALSO write best-epoch-on-test results as *_ORACLE files (papers' practice; not an honest estimate) [default: off]."),
-        min_class_samples: Optional[int] = typer.Option(None, "--min-class-samples", help="Drop classes with fewer samples [default: 0 = keep all]."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
-        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [default: auto]."),
-        jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Folds trained in parallel processes on CPU (-1 = all cores) [default: 1]."),
-        weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights (state_dict) for every fold."),
-        overwrite: bool = OverwriteOption,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    ) -> None:
-        """Cross-validate a model subject-independently (LOSO by default) and write a run directory.
-
-        The honest default trains every fold for a fixed epoch budget; nothing is chosen
-        by looking at a test subject. Re-running the same command resumes a killed run.
-        """
-        from ..train.config import TrainConfig
-        from ..train.run import train_run
-
-        setup_cli_logging()
-        if features is not None and features_opt is not None and features != features_opt:
-            raise MertoolError("give the features file once (positional or --features)")
-        path = features or features_opt
-        if path is None:
-            raise MertoolError("no features file given (e.g. mertool train work/flow.h5 --model offtanet)")
-        overrides = dict(
-            model=model, scheme=scheme, k=k, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-            weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment, class_balanced=class_balanced, early_stopping=early_stopping,
-            val_fraction=val_fraction, patience=patience, oracle=oracle, min_class_samples=min_class_samples,
-            seed=seed, device=device, jobs=jobs, weights=str(weights) if weights else None,
-            test_subjects=[s.strip() for s in test_subjects.split(",") if s.strip()] if test_subjects else None,
-        )
-        cfg = TrainConfig.resolve(config, **overrides)
-        result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
-        for line in result.summary().splitlines():
-            logger.info(line)
-
-    @app.command(
-        "report",
-        epilog="Example: mertool report runs/offtanet runs/ststnet --markdown results.md --csv results.csv",
-    )
-    def report(
-        runs: List[Path] = typer.Argument(..., help="Run directories."),
-        markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
-        csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
-        fmt: str = typer.Option("text", "--format", help="Table format on stdout: text | markdown | csv."),
-    ) -> None:
-        """Compare finished runs: UF1, UAR, accuracy, parameters, time."""
-        from ..train.report import format_table, summarize_runs
-
-        rows = summarize_runs(runs)
-        typer.echo(format_table(rows, fmt), nl=False)
-        if markdown:
-            markdown.write_text(format_table(rows, "markdown"))
-        if csv_out:
-            csv_out.write_text(format_table(rows, "csv"))
-
-    @app.command(
-        "predict",
-        epilog="Example: mertool predict --run runs/offtanet --frames clips/s01_ep1 --onset 1 --apex 9",
-    )
-    def predict(
-        run: Path = typer.Option(..., "--run", help="A finished run directory."),
-        frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of a clip's frames."),
-        video: Optional[Path] = typer.Option(None, "--video", help="A clip's video file."),
-        onset: int = typer.Option(1, "--onset", help="Onset frame number."),
-        apex: int = typer.Option(-1, "--apex", help="Apex frame number (-1: the middle of onset..offset)."),
-        offset: int = typer.Option(-1, "--offset", help="Offset frame number (-1: the last frame)."),
-        aus: str = typer.Option("", "--aus", help="The clip's action units, e.g. 4+L10 (models that read AUs)."),
-        fold: Optional[str] = typer.Option(None, "--fold", help="Use one fold's model [default: average all folds]."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    ) -> None:
-        """Classify one clip with a trained run: its recorded feature recipe -> fold-model ensemble."""
-        from ..predict import predict_clip
-
-        setup_cli_logging()
-        if (frames is None) == (video is None):
-            raise MertoolError("give exactly one of --frames DIR or --video FILE")
-        res = predict_clip(run, frames=frames, video=video, onset=onset, apex=apex, offset=offset, aus=aus,
-                          fold=fold, device=device)
-        if as_json:
-            typer.echo(json.dumps(res, indent=2))
-            return
-        typer.echo(f"label: {res['label']}")
-        for c, p in sorted(res["probabilities"].items(), key=lambda kv: -kv[1]):
-            typer.echo(f"  {c:12s} {p:.4f}")
+    for command in (train, report, predict):
+        app.command(command.__name__, epilog=EXAMPLES[command.__name__])(command)

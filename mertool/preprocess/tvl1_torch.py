@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .tvl1 import TVL1Params, check_backend
+from .tvl1_params import TVL1Params, check_backend
 
 # --- OpenCV-compatible resampling -------------------------------------------------
 
