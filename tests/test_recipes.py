@@ -118,3 +118,29 @@ def test_predict_replays_the_recipe_for_every_family(model, built_in, tmp_path):
     got = np.array([res["probabilities"][c] for c in sorted(res["probabilities"])])
     assert np.allclose(got, cached, atol=1e-5), (got, cached)
     assert res["models"] == 2 and (res["onset"], res["apex"], res["offset"]) == (sample.onset, sample.apex, sample.offset)
+
+
+def _readme_block(start: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = text[text.index(start):]
+    return code[: code.index("```")]
+
+
+def test_readme_extension_examples_work(built_in, tmp_path):
+    """The README's 'Extending mertool' code runs as printed (imports made absolute)."""
+    ns: dict = {}
+    exec(_readme_block("from torch import nn\nfrom mertool.models import InputSpec, register_model"), ns)
+    try:
+        assert plan_features("mynet40")[-1].command() == "mertool flow --preset ststnet --size 40"
+    finally:
+        _REGISTRY.pop("mynet40")
+    stage = _readme_block("# mertool/stages/meanframe.py").replace("from ..", "from mertool.").replace(
+        "from ._driver", "from mertool.stages._driver").replace("from .stagefile", "from mertool.stages.stagefile")
+    exec(stage, ns)
+    from mertool.stages.align import run_align
+
+    aligned = run_align(built_in / "samples.csv", tmp_path / "aligned.h5", progress=False).path
+    result = ns["run_meanframe"](aligned, tmp_path / "mean.h5", progress=False)
+    assert result.done == 6 and open_stage(result.path).array("mean").shape == (6, 224, 224, 3)
