@@ -9,7 +9,7 @@ reuses finished work. The demo adds one picture of its own: the mean flow of eac
 Layout under ``OUT``::
 
     data/            synthetic clips, manifest.csv, synth.json
-    work/            samples.csv, aligned.h5, samples_kf.csv, the model's features
+    work/            samples.csv, aligned(112).h5, samples_kf(112).csv, the model's features
     pictures/        align/ (contact sheet), flow/ | dynimg/ | pairs/, class_flow.png
     runs/<model>/    metrics.json, predictions.csv, confusion.png, curves.png, ...
     results.md       the metrics table
@@ -101,10 +101,12 @@ def demo_steps(
     samples, features = work / "samples.csv", work / recipe[-1].output
     train_cfg = TrainConfig.resolve(model=model, epochs=epochs, batch_size=BATCH[mode], seed=0, device=device, jobs=jobs)
 
+    inputs = {"aligned": work / recipe[0].output, "apexes": work / recipe[1].output}
+
     def feature_step(step: Any) -> Step:
         preview = None if step.verb == "keyframes" else pics / step.verb
         return Step(step.verb, f"{step.command()}  ({work}/{step.output})",
-                    lambda: run_step(step, work, samples, jobs=jobs, overwrite=overwrite, preview=preview))
+                    lambda: run_step(step, work, samples, **inputs, jobs=jobs, overwrite=overwrite, preview=preview))
 
     def report() -> None:
         (out / "results.md").write_text(format_table(summarize_runs([run]), "markdown"))

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import MertoolError
+from .errors import MertoolError, UsageError
 
-#: Side of the aligned frames every recipe starts from (the datasets' and papers' 224 px).
+#: Side of the aligned frames a recipe starts from, unless its maker says otherwise.
 ALIGN_SIZE = 224
 
 
@@ -54,14 +54,17 @@ class FeatureStep:
 
 
 Maker = Callable[[Any], list[FeatureStep]]
-_MAKERS: dict[str, Maker] = {}
+_MAKERS: dict[str, tuple[Maker, int]] = {}
 
 
-def feature_maker(stage: str) -> Callable[[Maker], Maker]:
-    """Register ``maker(input_spec) -> [FeatureStep]`` for models reading ``stage`` files."""
+def feature_maker(stage: str, align_size: int = ALIGN_SIZE) -> Callable[[Maker], Maker]:
+    """Register ``maker(input_spec) -> [FeatureStep]`` for models reading ``stage`` files.
+
+    ``align_size`` is the side the clips are aligned at before the maker's steps.
+    """
 
     def wrap(fn: Maker) -> Maker:
-        _MAKERS[stage] = fn
+        _MAKERS[stage] = (fn, align_size)
         return fn
 
     return wrap
@@ -73,7 +76,9 @@ def _only_shape(spec: Any) -> tuple[int, ...]:
     return tuple(next(iter(spec.arrays.values())))
 
 
-@feature_maker("flow")
+# Flow presets resize the frames to 112 px before TV-L1 (Off-TANet's released preprocessing
+# resizes the dataset crop once): aligning at 112 makes that the only resize.
+@feature_maker("flow", align_size=112)
 def _flow_steps(spec: Any) -> list[FeatureStep]:
     channels, side, _ = _only_shape(spec)
     if channels != 3:
@@ -115,8 +120,9 @@ def plan_features(model: str) -> list[FeatureStep]:
     Returns
     -------
     list of FeatureStep
-        ``align`` (every frame, 224 px), ``keyframes`` (``samples_kf.csv``), then the
-        feature stage with the options that give the model's input shapes.
+        ``align`` (every frame; 112 px for flow models, else 224), ``keyframes`` (apex
+        spotted where the sheet lacks it), then the feature stage with the options that
+        give the model's input shapes.
 
     Raises
     ------
@@ -135,10 +141,12 @@ def plan_features(model: str) -> list[FeatureStep]:
         raise MertoolError(
             f"model {model!r} reads {spec.stage!r} files; recipes know {', '.join(sorted(_MAKERS))}"
         )
+    maker, size = _MAKERS[spec.stage]
+    tag = "" if size == ALIGN_SIZE else str(size)  # aligned.h5 / aligned112.h5: one work folder serves all
     return [
-        FeatureStep("align", {"size": ALIGN_SIZE, "frames": "all"}, "aligned.h5"),
-        FeatureStep("keyframes", {}, "samples_kf.csv"),
-        *_MAKERS[spec.stage](spec),
+        FeatureStep("align", {"size": size, "frames": "all"}, f"aligned{tag}.h5"),
+        FeatureStep("keyframes", {}, f"samples_kf{tag}.csv"),
+        *maker(spec),
     ]
 
 
@@ -154,7 +162,7 @@ def options_for(model: str, verb: str) -> dict[str, Any]:
         if step.verb == verb:
             return dict(step.options)
     verbs = ", ".join(s.verb for s in plan_features(model))
-    raise MertoolError(f"model {model!r} is not fed by `mertool {verb}` (its recipe: {verbs})")
+    raise UsageError(f"model {model!r} is not fed by `mertool {verb}` (its recipe: {verbs})")
 
 
 def recipe_text(model: str, work: str = "WORK") -> str:
@@ -173,22 +181,23 @@ def run_step(
     work: str | Path,
     samples_csv: str | Path,
     *,
+    aligned: str | Path | None = None,
+    apexes: str | Path | None = None,
     jobs: int = 1,
     overwrite: bool = False,
     preview: str | Path | None = None,
     progress: bool = True,
 ) -> Any:
-    """Run one recipe step inside ``work`` (inputs: ``samples_csv`` and earlier outputs).
+    """Run one recipe step inside ``work``.
 
-    Returns the stage's result (:class:`~mertool.stages._driver.StageResult`, or the
-    keyframes result).
+    ``samples_csv`` feeds align and keyframes; ``aligned`` (the align step's output) feeds
+    keyframes and the feature stage, ``apexes`` (the keyframes output, if any) the feature
+    stage's ``--samples``. Returns the stage's result (:class:`~mertool.stages._driver.
+    StageResult`, or the keyframes result).
     """
     from .stages import align, dynimg, flow, keyframes, pairs
 
-    work = Path(work)
-    out = work / step.output
-    aligned, samples_kf = work / "aligned.h5", work / "samples_kf.csv"
-    apexes = samples_kf if samples_kf.is_file() else None  # a replay has no keyframes step
+    out = Path(work) / step.output
     common = {"jobs": jobs, "overwrite": overwrite, "preview": preview, "progress": progress}
     if step.verb == "align":
         return align.run_align(samples_csv, out, align.AlignConfig.resolve(**step.options), **common)
@@ -234,9 +243,12 @@ def make_features(
         The feature file ``mertool train`` reads.
     """
     Path(work).mkdir(parents=True, exist_ok=True)
-    for step in plan_features(model):
+    plan = plan_features(model)
+    inputs = {"aligned": Path(work) / plan[0].output, "apexes": Path(work) / plan[1].output}
+    for step in plan:
         preview = None if previews is None or step.verb == "keyframes" else Path(previews) / step.verb
-        result = run_step(step, work, samples_csv, jobs=jobs, overwrite=overwrite, preview=preview, progress=progress)
+        result = run_step(step, work, samples_csv, **inputs, jobs=jobs, overwrite=overwrite, preview=preview,
+                          progress=progress)
         if echo is not None:
             echo(result.summary())
     return features_path(model, work)
@@ -276,11 +288,23 @@ def replay(pipeline: list[dict], samples_csv: str | Path, work: str | Path) -> P
             f"cannot replay the recorded feature pipeline ({' <- '.join(stages) or 'none recorded'}): "
             "it needs a feature file made from an aligned.h5 that can still be read"
         )
-    steps = [FeatureStep(VERB_OF_STAGE[p["stage"]], p["params"], f"{p['stage']}.h5") for p in (pipeline[-1], pipeline[0])]
-    steps[0] = dataclasses.replace(steps[0], output="aligned.h5")
-    for step in steps:
+    align, feature = (FeatureStep(VERB_OF_STAGE[p["stage"]], dict(p["params"]), f"{p['stage']}.h5")
+                      for p in (pipeline[-1], pipeline[0]))
+    if align.options.get("crop") == "auto":  # the new clip has no dataset: use the policy the clips got
+        align.options["crop"] = _crop_used(pipeline[-1]["path"])
+    for step in (align, feature):
         try:
-            run_step(step, work, samples_csv, progress=False)
+            run_step(step, work, samples_csv, aligned=Path(work) / align.output, progress=False)
         except TypeError as exc:  # parameters recorded by another mertool version
             raise MertoolError(f"the recorded {step.verb} parameters do not fit this mertool ({exc})") from None
-    return Path(work) / steps[-1].output
+    return Path(work) / feature.output
+
+
+def _crop_used(aligned_h5: str | Path) -> str:
+    """The crop policy most clips of a recorded aligned.h5 got (``auto`` resolves per dataset)."""
+    from collections import Counter
+
+    from .stages.stagefile import open_stage
+
+    policies = open_stage(aligned_h5).meta.get("crop") or ["auto"]
+    return Counter(policies).most_common(1)[0][0]

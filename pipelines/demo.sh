@@ -21,6 +21,8 @@ else
   SET=(--subjects 12 --per-class 4 --frames 30); BATCH=32; EPOCHS=${EPOCHS:-20}
 fi
 command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install -e .)" >&2; exit 2; }
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/recipe.bash"
 for MODEL in "${MODELS[@]}"; do
   case "$MODEL" in
     offtanet | ststnet | offapexnet) ;;
@@ -34,15 +36,12 @@ mkdir -p "$WORK"
 
 mertool synth -o "$DATA" "${SET[@]}" --classes positive,negative,surprise --amplitude 1,2.5 --seed 0 --jobs "$JOBS"
 mertool index --dataset manifest --sheet "$DATA/manifest.csv" -o "$WORK/samples.csv"
-mertool align "$WORK/samples.csv" -o "$WORK/aligned.h5" --size 224 --frames all --jobs "$JOBS" --preview "$PICS/align"
-mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned.h5" -o "$WORK/samples_kf.csv"
 
 RUNS=()
 for MODEL in "${MODELS[@]}"; do
-  # flow112.h5 for Off-TANet, flow28.h5 for STSTNet and Off-ApexNet (`mertool models --recipe MODEL`)
-  FEATURES=$WORK/$(mertool models --recipe "$MODEL" | tail -n 1 | cut -f2 | xargs basename)
-  mertool flow "$WORK/aligned.h5" -o "$FEATURES" --for-model "$MODEL" --samples "$WORK/samples_kf.csv" \
-    --jobs "$JOBS" --preview "$PICS/flow"
+  # align -> keyframes -> flow (flow112.h5 for Off-TANet, flow28.h5 for STSTNet and Off-ApexNet), as
+  # `mertool models --recipe MODEL`; the aligned clips are shared, later models find them up to date
+  PREVIEWS=$PICS make_features "$MODEL" "$WORK" "$WORK/samples.csv"
   mertool train "$FEATURES" --model "$MODEL" -o "$OUT/runs/$MODEL" --epochs "$EPOCHS" --batch-size "$BATCH" \
     --seed 0 --device "$DEVICE" --jobs "$JOBS"
   RUNS+=("$OUT/runs/$MODEL")

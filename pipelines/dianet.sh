@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # DIANet (phase-aware dynamic images + two-stream cross-attention), LOSO, on one of the
 # paper's datasets:
-#   index (classes < 10 samples dropped) -> align (all frames, 224 px) -> keyframes
-#   (fills missing apex frames) -> dynimg (DI-Onset, DI-Offset) -> train -> report
+#   index (classes < 10 samples dropped) -> the model's recipe: align (all frames, 224 px)
+#   -> keyframes (fills missing apex frames) -> dynimg (DI-Onset, DI-Offset) -> train -> report
 # Usage:  pipelines/dianet.sh DATASET DATASET_ROOT [WORK_DIR] [MODEL]
 #   DATASET: casme2 | samm | mmew.  MODEL: dianet (default) or any dianet-* preset
 #   (the dynimg options, e.g. 64 px for dianet-small-*, come from the model's recipe).
@@ -31,17 +31,14 @@ MODEL=${4:-dianet}
 KIND=${KIND:-linear}
 RUN=runs/${DATASET}_${MODEL}${KIND:+_$KIND}
 command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install -e .)" >&2; exit 2; }
-# The model's recipe names its features file (dynimg224.h5, dynimg64.h5): `mertool models --recipe MODEL`.
-FEATURES=$WORK/${KIND}_$(mertool models --recipe "$MODEL" | tail -n 1 | cut -f2 | xargs basename)
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/recipe.bash"
 mkdir -p "$WORK"
 
 mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" \
   --min-class-count 10 -o "$WORK/samples.csv"
-mertool align "$WORK/samples.csv" -o "$WORK/aligned_all.h5" --size 224 --frames all --jobs "${JOBS:-2}"
-mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" \
-  -o "$WORK/samples_kf.csv"
-mertool dynimg "$WORK/aligned_all.h5" -o "$FEATURES" --for-model "$MODEL" --kind "$KIND" \
-  --samples "$WORK/samples_kf.csv" --jobs "${JOBS:-2}"
+# align (all frames, 224 px) -> keyframes -> dynimg, as `mertool models --recipe MODEL`
+FEATURES_TAG=_$KIND make_features "$MODEL" "$WORK" "$WORK/samples.csv" --kind "$KIND"
 extra=()
 if [ -n "${EPOCHS:-}" ]; then extra+=(--epochs "$EPOCHS"); fi
 mertool train "$FEATURES" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}" \

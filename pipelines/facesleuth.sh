@@ -26,18 +26,17 @@ WORK=${3:-work/$DATASET}
 MODEL=${4:-facesleuth}
 RUN=runs/${DATASET}_${MODEL}
 command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install -e .)" >&2; exit 2; }
-# The model's recipe names its features file (pairs224.h5, pairs64.h5): `mertool models --recipe MODEL`.
-FEATURES=$WORK/$(mertool models --recipe "$MODEL" | tail -n 1 | cut -f2 | xargs basename)
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/recipe.bash"
 mkdir -p "$WORK"
 
 mertool index --dataset "$DATASET" --root "$ROOT" --protocol "$PROTOCOL" -o "$WORK/samples.csv"
 if [ "${APEX:-middle}" = spot ]; then
-  mertool align "$WORK/samples.csv" -o "$WORK/aligned_all.h5" --size 224 --frames all --jobs "${JOBS:-2}"
-  mertool keyframes "$WORK/samples.csv" --aligned "$WORK/aligned_all.h5" -o "$WORK/samples_kf.csv"
-  mertool pairs "$WORK/aligned_all.h5" -o "$FEATURES" --for-model "$MODEL" --samples "$WORK/samples_kf.csv"
-else
-  mertool align "$WORK/samples.csv" -o "$WORK/aligned.h5" --size 224 --frames keyframes --jobs "${JOBS:-2}"
-  mertool pairs "$WORK/aligned.h5" -o "$FEATURES" --for-model "$MODEL" --missing-apex middle
+  make_features "$MODEL" "$WORK" "$WORK/samples.csv"  # the recipe: align (all frames) -> keyframes -> pairs
+else  # cheaper: align only onset and apex, the middle frame where the sheet has no apex
+  FEATURES=$WORK/pairs_keyframes.h5
+  mertool align "$WORK/samples.csv" -o "$WORK/aligned_keyframes.h5" --size 224 --frames keyframes --jobs "${JOBS:-2}"
+  mertool pairs "$WORK/aligned_keyframes.h5" -o "$FEATURES" --for-model "$MODEL" --missing-apex middle
 fi
 mertool train "$FEATURES" --model "$MODEL" -o "$RUN" --device "${DEVICE:-auto}"
 mertool report "$RUN"
