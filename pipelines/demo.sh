@@ -3,14 +3,17 @@
 #   synth -> index -> align -> keyframes -> flow (each model's recipe: --for-model) -> train (LOSO) -> report
 # A template for scripting batches: the per-clip stages run once, then one LOSO run per
 # model listed, and one report table compares them.
-# Usage:  pipelines/demo.sh [OUT_DIR] [MODEL ...]
-#   OUT_DIR defaults to demo_sh; MODEL defaults to offtanet (also: ststnet, offapexnet).
+# Usage:  pipelines/demo.sh OUT_DIR [MODEL ...]
+#   MODEL defaults to offtanet (also: ststnet, offapexnet).
 #   Env: QUICK=1 (6 subjects, 16 frames; 30 epochs at batch 16, as `mertool demo --quick`),
 #        JOBS (default 2), DEVICE (auto|cpu|cuda), EPOCHS (per LOSO fold, default 20, quick 30).
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
-OUT=${1:-demo_sh}
-if [ $# -gt 0 ]; then shift; fi
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/usage.bash" "$@"
+if [ $# -eq 0 ]; then echo "usage: $0 OUT_DIR [MODEL ...]   (--help for more)" >&2; exit 2; fi
+OUT=$1
+shift
 MODELS=("$@")
 if [ ${#MODELS[@]} -eq 0 ]; then MODELS=(offtanet); fi
 JOBS=${JOBS:-2}

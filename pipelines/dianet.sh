@@ -11,6 +11,8 @@
 #        model's 50).
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/usage.bash" "$@"
 DATASET=${1:-}
 ROOT=${2:-}
 if [ -z "$DATASET" ] || [ -z "$ROOT" ]; then

@@ -8,6 +8,8 @@
 #        frames; larger) instead of taking the middle frame.
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/usage.bash" "$@"
 DATASET=${1:-}
 ROOT=${2:-}
 USAGE="usage: ${PIPELINE:-$0 casme2|samm|mmew DATASET_ROOT [WORK_DIR] [MODEL]}"

@@ -9,6 +9,8 @@
 # FPF frames (dual / onset / apex), AU on/off.
 # Re-running resumes: finished stages and runs are skipped, a killed run continues.
 set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/usage.bash" "$@"
 ROOT=${1:-}
 if [ -z "$ROOT" ]; then echo "usage: $0 DATASET_ROOT [casme2|samm|mmew] [WORK_DIR]" >&2; exit 2; fi
 if [ ! -d "$ROOT" ]; then echo "error: $ROOT: dataset root not found (see data/README.md)" >&2; exit 2; fi

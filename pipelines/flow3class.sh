@@ -15,6 +15,8 @@
 #        apex, default regions).
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
+# shellcheck source=/dev/null
+. "$(dirname "$0")/lib/usage.bash" "$@"
 DATASET=${1:-}
 MODEL=${2:-}
 ROOT=${3:-}

@@ -94,3 +94,19 @@ def test_demo_sh_runs_and_resumes(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in (out / "work").glob("*.h5")} == stamps  # reused, not redone
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_help_prints_the_scripts_usage_and_exits_0(script, tmp_path):
+    for flag in ("--help", "-h"):
+        result = subprocess.run(["bash", str(script), flag], capture_output=True, text=True, cwd=tmp_path, env=_env())
+        assert result.returncode == 0, result.stderr
+        assert f"Usage:  pipelines/{script.name}" in result.stdout and not result.stderr
+    assert not any(tmp_path.iterdir())  # nothing started
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_no_script_starts_work_without_arguments(script, tmp_path):
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=60)
+    assert result.returncode == 2 and "usage:" in result.stderr.lower()
+    assert not any(tmp_path.iterdir())
