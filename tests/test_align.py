@@ -60,7 +60,7 @@ def test_align_clip_is_pure_and_grayscale_works():
     face = astronaut_face()
     gray = cv2.cvtColor(face, cv2.COLOR_RGB2GRAY)
     rgb_from_gray = np.repeat(gray[:, :, None], 3, axis=2)
-    result = align_clip([rgb_from_gray, rgb_from_gray], **AlignConfig(size=112).align_options())
+    result = align_clip([rgb_from_gray, rgb_from_gray], **AlignConfig(size=112).align_options("similarity"))
     assert result["frames"].shape == (2, 112, 112, 3)
     assert np.array_equal(result["frames"][0][..., 0], result["frames"][0][..., 2])
 
@@ -154,7 +154,7 @@ def test_unreadable_image_names_file(tmp_path, capsys, bad):
     err = capsys.readouterr().err
     assert "img001.png" in err and ("empty" in err if bad == "zero" else "corrupt" in err)
     # the only clip failed: nothing is published, and the error says why
-    assert rc == 2 and "no sample could be processed (c: " in err and not out.exists()
+    assert rc == 1 and "no sample could be processed (c: " in err and not out.exists()
 
 
 def test_bad_config_values(tmp_path, face_clip, capsys):
@@ -191,6 +191,6 @@ def test_run_align_library_call(face_clip, tmp_path):
     twice = tmp_path / "twice.csv"
     lines = samples.read_text().splitlines()
     twice.write_text("\n".join(lines + lines[1:]) + "\n")
-    with pytest.raises(MertoolError, match="listed twice: s1_c1"):
+    with pytest.raises(MertoolError, match="'s1_c1' is listed twice"):
         run_align(twice, tmp_path / "c.h5")
 

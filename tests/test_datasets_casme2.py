@@ -89,7 +89,7 @@ def test_min_class_count_cli_error(casme2, tmp_path, capsys):
     assert len(samples) == 6
     rc = cli(["index", "--dataset", "casme2", "--root", str(casme2), "-o", str(tmp_path / "s.csv"), "--min-class-count", "2"])
     err = capsys.readouterr().err
-    assert rc == 2 and "only 1 class(es) remain (disgust)" in err
+    assert rc == 1 and "only 1 class(es) remain (disgust)" in err
 
 
 def test_filter_rare_reports_dropped_and_empty():
@@ -116,7 +116,7 @@ def test_bad_sheets(tmp_path, casme2, capsys):
     empty = tmp_path / "empty_root"
     empty.mkdir()
     rc = cli(["index", "--dataset", "casme2", "--root", str(empty), "-o", str(tmp_path / "x.csv")])
-    assert rc == 2 and "no casme2 annotation sheet found" in capsys.readouterr().err
+    assert rc == 1 and "no casme2 annotation sheet found" in capsys.readouterr().err
     rc = cli(["index", "--dataset", "casme2", "--root", str(casme2), "--protocol", "samm-5", "-o", str(tmp_path / "x.csv")])
     assert rc == 2 and "no class map for dataset 'casme2'" in capsys.readouterr().err
 

@@ -403,7 +403,7 @@ def test_whole_phase_needs_no_apex(tmp_path, capsys):
     path = write_aligned(tmp_path / "aligned.h5", apex_unknown=("s1_a",))
     assert cli(["dynimg", str(path), "-o", str(tmp_path / "w.h5"), "--phases", "whole", "--size", "16"]) == 0
     capsys.readouterr()
-    assert cli(["dynimg", str(path), "-o", str(tmp_path / "p.h5"), "--size", "16"]) == 2
+    assert cli(["dynimg", str(path), "-o", str(tmp_path / "p.h5"), "--size", "16"]) == 1
     err = capsys.readouterr().err
     assert "s1_a" in err and "mertool keyframes" in err and err.startswith("error:")
 
@@ -427,7 +427,7 @@ def test_apex_from_samples_csv(tmp_path, capsys):
     rows = list(csv.reader(open(csv_path)))
     with open(csv_path, "w", newline="") as fh:
         csv.writer(fh).writerows(rows[:-1])
-    assert cli(["dynimg", str(path), "-o", str(tmp_path / "e.h5"), "--samples", str(csv_path)]) == 2
+    assert cli(["dynimg", str(path), "-o", str(tmp_path / "e.h5"), "--samples", str(csv_path)]) == 1
     assert "s3_one" in capsys.readouterr().err
 
 
@@ -458,7 +458,7 @@ def test_samples_csv_policy(aligned, tmp_path, capsys):
     del rows["s2_c"]
     capsys.readouterr()
     missing = tmp_path / "e.h5"
-    assert cli(["dynimg", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 2
+    assert cli(["dynimg", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("error:") == 1 and "s2_c" in err and "s1_a" not in err
     assert not missing.exists() and not Path(str(missing) + ".parts").exists()
@@ -466,7 +466,7 @@ def test_samples_csv_policy(aligned, tmp_path, capsys):
 
 def test_keyframes_clip_is_refused(tmp_path, capsys):
     path = write_aligned(tmp_path / "kf.h5", clips={"s1_a": CLIPS["s1_a"]}, params={"frames": "keyframes", "size": S})
-    assert cli(["dynimg", str(path), "-o", str(tmp_path / "d.h5")]) == 2
+    assert cli(["dynimg", str(path), "-o", str(tmp_path / "d.h5")]) == 1
     err = capsys.readouterr().err
     assert "s1_a" in err and "keyframes" in err
     # detected from the content too (a file whose params do not say so)
@@ -482,8 +482,9 @@ def test_keyframes_clip_is_refused(tmp_path, capsys):
 
 def test_bad_inputs(aligned, tmp_path, capsys):
     out = str(tmp_path / "d.h5")
-    cases = [
-        ([str(tmp_path / "missing.h5"), "-o", out], "file not found"),
+    assert cli(["dynimg", str(tmp_path / "missing.h5"), "-o", out]) == 1  # bad data: exit 1
+    assert "file not found" in capsys.readouterr().err
+    cases = [  # usage errors: exit 2
         # config errors name the field (the same message for YAML, keyword and flag)
         ([str(aligned), "-o", out, "--phases", "onset,apex"], "phases must be"),
         ([str(aligned), "-o", out, "--phases", "onset,onset"], "phases must be"),
@@ -501,14 +502,14 @@ def test_bad_inputs(aligned, tmp_path, capsys):
     other = StageWriter(tmp_path / "flow.h5", "flow", {})
     other.add("a", {"flow": np.zeros((3, 4, 4), np.float32)}, {})
     other.finish(["a"], stacked=True)
-    assert cli(["dynimg", str(tmp_path / "flow.h5"), "-o", out]) == 2
+    assert cli(["dynimg", str(tmp_path / "flow.h5"), "-o", out]) == 1
     assert "expected 'aligned'" in capsys.readouterr().err
     # an apex outside onset..offset
     bad = {"z": (1, 6, 11, False)}
     path = write_aligned(tmp_path / "bad.h5", clips=bad)
     with h5py.File(path, "r+") as h5:
         h5["meta/apex"][0] = 40
-    assert cli(["dynimg", str(path), "-o", out]) == 2
+    assert cli(["dynimg", str(path), "-o", out]) == 1
     assert "apex 40 outside" in capsys.readouterr().err
 
 
@@ -518,7 +519,7 @@ def test_rerun_reuses_and_changed_params_are_refused(aligned, tmp_path, capsys):
     mtime = out.stat().st_mtime_ns
     assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "16"]) == 0
     assert out.stat().st_mtime_ns == mtime
-    assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "24"]) == 2
+    assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "24"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "24", "--overwrite"]) == 0
     assert open_stage(out).array("dynimg").shape[-1] == 24
@@ -642,3 +643,26 @@ def test_end_to_end_with_mertool_align(tmp_path, capsys):
     np.testing.assert_allclose(di[0], on.transpose(2, 0, 1), rtol=1e-5, atol=1e-2)
     np.testing.assert_allclose(di[1], off.transpose(2, 0, 1), rtol=1e-5, atol=1e-2)
     assert np.abs(di).max() > 20  # the mouth moved
+
+
+def test_values_outside_the_validity_mask_are_zeroed_or_kept(tmp_path):
+    from crop_fixtures import tight_face, write_clips
+
+    from mertool.stages.align import AlignConfig, run_align
+
+    face = np.ascontiguousarray(tight_face()[:, 50:])  # the similarity crop reaches past this frame
+    frames = [np.roll(face, k, axis=0) for k in range(4)]
+    samples = write_clips(tmp_path, {"cut": frames}, dataset="my-lab")
+    aligned = run_align(samples, tmp_path / "a.h5", AlignConfig(size=64, margin=0.3), progress=False).path
+    valid = open_stage(aligned).sample("cut", ["valid"])["valid"]
+    inside = cv2.resize(valid.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA) > 0.999
+    assert 0.2 < inside.mean() < 0.9
+    assert cli(["dynimg", str(aligned), "-o", str(tmp_path / "z.h5"), "--size", "32", "--phases", "whole"]) == 0
+    args = ["dynimg", str(aligned), "-o", str(tmp_path / "k.h5"), "--size", "32", "--phases", "whole", "--invalid", "keep"]
+    assert cli(args) == 0
+    zero, keep = open_stage(tmp_path / "z.h5"), open_stage(tmp_path / "k.h5")
+    assert zero.params["invalid"] == "zero" and keep.params["invalid"] == "keep"
+    z, k = zero.array("dynimg")[0, 0], keep.array("dynimg")[0, 0]
+    assert (z[:, ~inside] == 0).all() and np.abs(k[:, ~inside]).max() > 0
+    # min-max over the valid pixels only: they span 0..255 by themselves
+    assert np.isclose(z[:, inside].min(), 0) and np.isclose(z[:, inside].max(), 255)

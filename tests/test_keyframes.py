@@ -124,12 +124,12 @@ def test_cli_bad_input(aligned, tmp_path, capsys):
     assert "unknown apex method" in capsys.readouterr().err
     assert cli(["keyframes", str(src), "-o", str(tmp_path / "o.csv")]) == 2
     assert "needs aligned" in capsys.readouterr().err
-    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "none.h5"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "none.h5"), "-o", str(tmp_path / "o.csv")]) == 1
     assert "file not found" in capsys.readouterr().err
     other = StageWriter(tmp_path / "flow.h5", "flow", {})
     other.add("c0", {"flow": np.zeros((3, 4, 4), np.float32)}, {})
     other.finish(["c0"], stacked=True)
-    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "flow.h5"), "-o", str(tmp_path / "o.csv")]) == 2
+    assert cli(["keyframes", str(src), "--aligned", str(tmp_path / "flow.h5"), "-o", str(tmp_path / "o.csv")]) == 1
     assert "expected 'aligned'" in capsys.readouterr().err
     assert cli(["keyframes", str(src), "--aligned", str(aligned["path"])]) == 2
     assert "give out" in capsys.readouterr().err

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
-from mertool.models import count_parameters, create_model, get_entry, list_models
+from mertool.models import SOURCE_KINDS, count_parameters, create_model, get_entry, list_models
 from mertool.models.describe import summarize_model
 from mertool.models.flops import count_flops, example_inputs
 from mertool.models.layers import MatMul
+from mertool.stages.contents import ENCODINGS
 
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 
@@ -107,6 +108,13 @@ def test_registry_entry_is_well_formed(name):
             assert isinstance(d[key], int) and d[key] > 0
     if "weight_decay" in d:
         assert d["weight_decay"] >= 0
+    if "shuffle" in d:
+        assert isinstance(d["shuffle"], bool)
+    # Every recipe says where it comes from, and which input encoding it was made for.
+    assert e.source.split(":", 1)[0] in SOURCE_KINDS
+    assert e.encoding is None or e.encoding in ENCODINGS
+    if e.input.stage != "flow":
+        assert e.encoding is None, "only flow recipes have an encoding"
 
 
 def test_unknown_model_suggests_close_names():
@@ -144,45 +152,15 @@ def test_family_augmentations_are_plain_functions_named_in_defaults():
 def test_describe_models_text_and_raw_columns():
     from mertool.models.describe import describe_models
 
-    cols, rows = describe_models(["ststnet"], convention="torchstat")
-    assert cols == ["model", "input", "params", "FLOPs (torchstat)", "description"]
-    assert rows[0][:3] == ["ststnet", "flow 3x28x28 [flow]", "1,651"]
+    cols, rows = describe_models(["ststnet", "dianet-small"], convention="torchstat")
+    assert cols == ["model", "input", "params", "FLOPs (torchstat)", "encoding", "recipe source", "description"]
+    assert rows[0][:3] == ["ststnet", "flow 3x28x28 [flow]", "1,683"]
+    assert rows[0][4:6] == ["minmax-byte", get_entry("ststnet").source]
+    assert rows[1][4:6] == ["-", "mertool: CPU preset"]
     cols, rows = describe_models(["ststnet"], flops=False, raw=True)
-    assert cols[:6] == ["model", "stage", "input", "num_classes", "params", "flops_macs"]
-    assert rows[0][:6] == ["ststnet", "flow", "flow 3x28x28 [flow]", 3, 1651, None]
-
-
-# --- baselines: parameter counts worked out by hand from the papers' layouts ---------------
-
-def test_ststnet_counts():
-    convs = sum(27 * f + f for f in (3, 5, 8))  # 3x3x3 kernels + bias, 3/5/8 filters
-    assert count_parameters(create_model("ststnet", num_classes=3)) == convs + 400 * 3 + 3 == 1651
-    # Off-TANet's Table 2 lists 162,051: the variant with a 400-unit hidden layer.
-    wide = create_model("ststnet", num_classes=3, hidden=400)
-    assert count_parameters(wide) == convs + 400 * 400 + 400 + 400 * 3 + 3 == 162051
-    # torchstat convention: conv MACs + bias, ReLU, pools on their inputs, linear in x out.
-    # Table 2's 526.98 K is this minus the branch ReLUs (12,544), which torchstat does not
-    # see when they are functional calls.
-    x = {"flow": torch.randn(1, 3, 28, 28)}
-    conv = 27 * 16 * 784 + 16 * 784
-    relu_pool = 16 * 784 + 16 * 784 + 16 * 100  # branch ReLU, maxpool input, avgpool input
-    fc = 400 * 400 + 400 + 400 * 3  # FC, hidden ReLU, classifier
-    assert count_flops(wide, x, "torchstat").total == conv + relu_pool + fc
-    assert round((conv + relu_pool + fc - 16 * 784) / 1e3, 2) == 526.98
-
-
-def test_offapexnet_counts():
-    stream = (25 * 6 + 6) + (25 * 6 * 16 + 16)
-    fc = (2 * 16 * 7 * 7) * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 3 + 3
-    m = create_model("offapexnet", num_classes=3)
-    assert count_parameters(m) == 2 * stream + fc == 2664475  # Table 2: 2.66 M
-    # Off-ApexNet ignores the strain channel.
-    x = torch.randn(2, 3, 28, 28)
-    y = x.clone()
-    y[:, 2] = torch.randn(2, 28, 28)
-    m.eval()
-    with torch.no_grad():
-        assert torch.equal(m(flow=x), m(flow=y))
+    assert cols[:8] == ["model", "stage", "input", "num_classes", "params", "flops_macs", "encoding", "source"]
+    assert rows[0][:8] == ["ststnet", "flow", "flow 3x28x28 [flow]", 3, 1683, None, "minmax-byte",
+                           get_entry("ststnet").source]
 
 
 def test_flops_multihead_attention_against_torch_counter():
@@ -225,8 +203,12 @@ def test_cli_models_table(capsys):
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["model", "input", "params"]
+    assert "recipe source" in lines[0] and "encoding" in lines[0]
     off = next(line for line in lines if line.startswith("offtanet"))
     assert "59,403" in off and "3x112x112" in off and "29.30M" in off
+    assert "signed" in off and "authors' code: Off-TANet" in off
+    st = next(line for line in lines if line.startswith("ststnet "))
+    assert "minmax-byte" in st and "authors' code: STSTNet" in st
     assert "3-class head" in out
 
 
@@ -244,9 +226,12 @@ def test_cli_models_csv_and_markdown(capsys):
     off = rows[0]
     assert off["params"] == "59403" and off["stage"] == "flow" and off["num_classes"] == "3"
     assert round(int(off["flops_torchstat"]) / 1e6, 2) == 30.08
+    assert (off["encoding"], off["source"]) == ("signed", get_entry("offtanet").source)
+    assert rows[1]["encoding"] == "minmax-byte" and rows[1]["source"].startswith("authors' code")
     assert cli(["models", "offtanet", "--num-classes", "5", "--format", "markdown"]) == 0
     md = capsys.readouterr().out
     assert md.startswith("| model |") and "59,533" in md  # 59,403 - 195 + (64*5 + 5)
+    assert "| recipe source |" in md and "authors' code: Off-TANet" in md
 
 
 @pytest.mark.parametrize(

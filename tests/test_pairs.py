@@ -121,7 +121,7 @@ def test_samples_csv_policy(tmp_path, capsys):
     del rows["s2_b"]
     capsys.readouterr()
     missing = tmp_path / "m.h5"
-    assert cli(["pairs", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 2
+    assert cli(["pairs", str(aligned), "-o", str(missing), "--samples", str(_samples_csv(tmp_path / "m.csv", rows))]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("error:") == 1 and "s2_b" in err and "s1_a" not in err
     assert not missing.exists() and not Path(str(missing) + ".parts").exists()
@@ -158,7 +158,7 @@ def test_resume_and_changed_params(tmp_path, capsys):
     key = open_stage(out).key
     assert cli(["pairs", str(aligned), "-o", str(out), "--size", str(S)]) == 0
     assert "up to date" in capsys.readouterr().err and open_stage(out).key == key
-    assert cli(["pairs", str(aligned), "-o", str(out), "--size", "16"]) == 2
+    assert cli(["pairs", str(aligned), "-o", str(out), "--size", "16"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert cli(["pairs", str(aligned), "-o", str(out), "--size", "16", "--overwrite"]) == 0
     assert open_stage(out).array("onset").shape == (2, 3, 16, 16)
@@ -189,21 +189,21 @@ def test_bad_options(tmp_path, capsys, args, message):
 
 
 def test_bad_inputs(tmp_path, capsys):
-    assert cli(["pairs", str(tmp_path / "none.h5"), "-o", str(tmp_path / "p.h5")]) == 2
+    assert cli(["pairs", str(tmp_path / "none.h5"), "-o", str(tmp_path / "p.h5")]) == 1
     assert "file not found" in capsys.readouterr().err
     aligned = write_aligned(tmp_path / "aligned.h5", CLIPS[:2])
     pairs = tmp_path / "pairs.h5"
     assert cli(["pairs", str(aligned), "-o", str(pairs), "--size", str(S)]) == 0
-    assert cli(["pairs", str(pairs), "-o", str(tmp_path / "again.h5")]) == 2  # a pairs file is not aligned
+    assert cli(["pairs", str(pairs), "-o", str(tmp_path / "again.h5")]) == 1  # a pairs file is not aligned
     assert "expected 'aligned'" in capsys.readouterr().err
     only_unknown = write_aligned(tmp_path / "unknown.h5", CLIPS[2:])
-    assert cli(["pairs", str(only_unknown), "-o", str(tmp_path / "u.h5")]) == 2
+    assert cli(["pairs", str(only_unknown), "-o", str(tmp_path / "u.h5")]) == 1
     err = capsys.readouterr().err  # the driver's one error when every sample fails
     assert "no sample could be processed" in err and "s3_c: apex unknown" in err
     assert not (tmp_path / "u.h5").exists()
     csv_bad = tmp_path / "bad.csv"
     csv_bad.write_text("a,b\n1,2\n")
-    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "c.h5"), "--samples", str(csv_bad)]) == 2
+    assert cli(["pairs", str(aligned), "-o", str(tmp_path / "c.h5"), "--samples", str(csv_bad)]) == 1
     assert "not a samples.csv" in capsys.readouterr().err
 
 

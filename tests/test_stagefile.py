@@ -84,7 +84,7 @@ def test_foreign_and_corrupt_files(tmp_path):
 def test_cli_rejects_corrupt_input_without_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"nope")
-    assert cli(["info", str(bad)]) == 2
+    assert cli(["info", str(bad)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "bad.h5" in err and "Traceback" not in err
 
@@ -104,6 +104,44 @@ def test_info_shows_provenance(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "stage:     toy" in out and "samples:   3" in out and "up.csv" in out and file_key(up) in out
     assert json.dumps({"size": 2}) in out
+
+
+def test_checksum_is_sha256_of_name_dtype_shape_and_bytes(tmp_path):
+    """The stored checksum, against hashlib by hand: arrays sorted by name, each as
+    name NUL dtype NUL shape NUL, then its C-order bytes; 32 hex digits kept."""
+    import hashlib
+
+    path = _write(tmp_path, {"size": 2})
+    v = np.full((2, 2), ord("b"), np.float32)
+    by_hand = hashlib.sha256(b"v\0<f4\0(2, 2)\0" + v.tobytes()).hexdigest()[:32]
+    sf = open_stage(path)
+    assert sf.checksums[1] == by_hand and len(set(sf.checksums)) == 3
+    assert sf.attrs["checksum"].startswith("sha256") and sf.verify() == []
+
+
+def test_key_is_the_plan_and_the_content(tmp_path):
+    """``plan_key`` is what was asked (stage, params, inputs); ``key`` also covers every
+    sample's checksum, so equal keys mean equal content."""
+    a = open_stage(_write(tmp_path / "a", {"size": 2}))
+    b = open_stage(_write(tmp_path / "b", {"size": 2}))
+    assert a.plan_key == b.plan_key == config_hash({"stage": "toy", "params": {"size": 2}, "upstream": []})
+    assert a.key == b.key != a.plan_key
+    w = StageWriter(tmp_path / "c" / "x.h5", "toy", {"size": 2})
+    for sid in ("a", "b", "c"):
+        w.add(sid, {"v": np.full((2, 2), 7 if sid == "c" else ord(sid[0]), np.float32)}, {"subject": "s", "label": "L", "onset": 0})
+    c = open_stage(w.finish(["a", "b", "c"], stacked=True))
+    assert c.plan_key == a.plan_key and c.key != a.key
+
+
+def test_files_of_older_versions_stay_valid(tmp_path):
+    """A file without plan_key / checksums (made before them) is reused as it is: its key was the plan."""
+    path = _write(tmp_path, {"size": 2})
+    plan = open_stage(path).plan_key
+    with h5py.File(path, "r+") as h5:
+        del h5.attrs["plan_key"], h5["checksums"]
+        h5.attrs["key"] = plan
+    assert StageWriter(path, "toy", {"size": 2}).complete
+    assert open_stage(path).key == plan and "older mertool" in open_stage(path).verify()[0]
 
 
 def _many_clips(tmp_path, n=24):

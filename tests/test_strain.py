@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import offtanet_reference as reference
 import pytest
 
 from mertool.preprocess.render import flow_to_rgb, strain_to_rgb
@@ -69,3 +70,57 @@ def test_flow_features_strain_is_taken_before_resizing() -> None:
     assert np.allclose(x[0, 0], resize_flow(flows[0], 20)[0])
     m = flow_features(flows, size=20, strain="central", normalise="magnitude", rescale_flow=False)
     assert np.isclose(np.hypot(m[0, 0], m[0, 1]).max(), 1) and np.allclose(m[0, 2], 1)
+
+
+# --- the Off-TANet authors' scale, the published formula, masks ------------------------------
+
+
+def _real_flow() -> np.ndarray:
+    from flow_fixtures import carphone_pairs
+
+    from mertool.preprocess.tvl1 import tvl1
+
+    prev, nxt = carphone_pairs(1, 112)[0]
+    return tvl1(prev, nxt)
+
+
+def test_raw_sobel_strain_is_eq4_on_cv2_sobel_output() -> None:
+    flow = _real_flow()
+    eq4, published = (reference.strain(flow[0], flow[1], formula) for formula in ("eq4", "published"))
+    got = optical_strain(flow[0], flow[1], "sobel-raw", "eq4")
+    assert got.dtype == np.float32 and np.abs(got - eq4).max() < 1e-5
+    assert np.abs(optical_strain(flow[0], flow[1], "sobel-raw", "published") - published).max() < 1e-5
+    assert np.abs(eq4 - published).max() > 0.01  # the two formulas differ on real flow
+    # raw Sobel is 8x the per-pixel derivative: inside the image, 8x the "sobel" strain
+    per_pixel = optical_strain(flow[0], flow[1], "sobel")
+    np.testing.assert_allclose(got[1:-1, 1:-1], 8 * per_pixel[1:-1, 1:-1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="strain formula"):
+        optical_strain(flow[0], flow[1], "sobel", "eq5")
+
+
+def test_minmax255_and_statistics_over_the_valid_pixels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 8, 8)).astype(np.float32)
+    m = normalise_flow(x, "minmax255")
+    for c in range(3):  # each channel on its own: its min -> 0, its max -> 255
+        np.testing.assert_allclose(m[c], (x[c] - x[c].min()) / (x[c].max() - x[c].min()) * 255, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(normalise_flow(x, "minmax255"), 255 * normalise_flow(x, "minmax"), atol=1e-4)
+    valid = np.zeros((8, 8), bool)
+    valid[2:6, 1:7] = True
+    x[:, ~valid] = 100.0  # huge values outside the mask must not set the scale
+    mv = normalise_flow(x, "minmax", valid)
+    assert np.isclose(mv[:, valid].min(), 0) and np.isclose(mv[:, valid].max(), 1)
+
+
+def test_flow_features_zero_or_keep_outside_the_mask() -> None:
+    ys, xs = np.mgrid[0:40, 0:40].astype(np.float64)
+    flows = np.stack([0.05 * xs + 1, 0 * ys - 0.5])[None]
+    valid = np.ones((80, 80), bool)  # a mask at the aligned frames' size
+    valid[:, :20] = False  # the left quarter came from outside the image
+    zero = flow_features(flows, size=20, strain="sobel", normalise="none", rescale_flow=False, valid=valid)
+    keep = flow_features(flows, size=20, strain="sobel", normalise="none", rescale_flow=False, valid=valid, invalid="keep")
+    assert (zero[0, :, :, :5] == 0).all() and (zero[0, :, :, 5:] == keep[0, :, :, 5:]).all()
+    np.testing.assert_array_equal(keep, flow_features(flows, size=20, strain="sobel", normalise="none", rescale_flow=False))
+    assert (keep[0, 0, :, :5] != 0).all()
+    with pytest.raises(ValueError, match="invalid must be one of"):
+        flow_features(flows, size=20, strain="sobel", normalise="none", rescale_flow=False, invalid="drop")

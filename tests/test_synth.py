@@ -233,11 +233,11 @@ def test_cli_synth_writes_the_set_and_rejects_bad_input(tmp_path, capsys):
         assert rc == 2 and err.startswith("error:") and message in err, (extra, err)
     rc = cli(args[:-1] + ["positive,negative"])  # same folder, other parameters
     err = capsys.readouterr().err
-    assert rc == 2 and "--overwrite" in err
+    assert rc == 1 and "--overwrite" in err
     assert cli(args[:-1] + ["positive,negative", "--overwrite"]) == 0
     other = tmp_path / "notes"
     other.mkdir()
     (other / "thesis.txt").write_text("keep me")
     rc = cli(["synth", "-o", str(other)])
-    assert rc == 2 and "not a mertool synth set" in capsys.readouterr().err
+    assert rc == 1 and "not a mertool synth set" in capsys.readouterr().err
     assert (other / "thesis.txt").read_text() == "keep me"

@@ -56,7 +56,7 @@ def test_cli_train_end_to_end(flow_file, tmp_path, capsys):
     assert info["classes"] == ["negative", "positive", "surprise"] and info["mertool_version"]
     rows = _read_csv(run / "predictions.csv")
     assert len(rows) == 24
-    assert list(rows[0]) == ["sample_id", "subject", "fold", "label", "prediction",
+    assert list(rows[0]) == ["sample_id", "subject", "dataset", "fold", "label", "prediction",
                              "p_negative", "p_positive", "p_surprise"]
     assert all(r["fold"] == r["subject"] for r in rows)  # LOSO: each sample tested in its subject's fold
     probs = np.array([[float(r[f"p_{c}"]) for c in info["classes"]] for r in rows])
@@ -185,7 +185,7 @@ def test_run_dir_exists(flow_file, tmp_path, capsys):
     assert cli(["train", str(flow_file), *QUICK, "-o", str(run)]) == 0  # same config: nothing to redo
     assert (run / "folds" / "s1" / "final.pt").stat().st_mtime_ns == mtime
     capsys.readouterr()
-    assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--lr", "0.5"]) == 2
+    assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--lr", "0.5"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--lr", "0.5", "--overwrite"]) == 0
@@ -193,13 +193,13 @@ def test_run_dir_exists(flow_file, tmp_path, capsys):
     other = tmp_path / "notarun"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert cli(["train", str(flow_file), *QUICK, "-o", str(other)]) == 2
+    assert cli(["train", str(flow_file), *QUICK, "-o", str(other)]) == 1
     assert (other / "keep.txt").exists()
 
 
-def _err(capsys, argv) -> str:
+def _err(capsys, argv, code: int = 1) -> str:
     capsys.readouterr()
-    assert cli(argv) == 2
+    assert cli(argv) == code
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     return err
@@ -220,8 +220,8 @@ def test_bad_features(tmp_path, capsys):
     assert "c005" in err and "c007" in err and "NaN" in err and "c004" not in err
     small = write_flow_h5(tmp_path / "small.h5", x[:, :, :8, :8].copy(), labels, subjects)
     assert "expects (3, 16, 16)" in _err(capsys, ["train", str(small), *QUICK, "-o", out])
-    assert "did you mean" in _err(capsys, ["train", str(nolab), "--model", "offtanett", "-o", out])
-    assert "features file" in _err(capsys, ["train", "--model", "tinyflow", "-o", out])
+    assert "did you mean" in _err(capsys, ["train", str(nolab), "--model", "offtanett", "-o", out], code=2)
+    assert "features file" in _err(capsys, ["train", "--model", "tinyflow", "-o", out], code=2)
 
 
 def test_wrong_stage(tmp_path, capsys):
@@ -279,8 +279,8 @@ def test_config_yaml_and_unknown_option(flow_file, tmp_path, capsys):
     got = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert (got["epochs"], got["lr"], got["augment"], got["class_balanced"]) == (3, 0.002, "flow_hflip", True)
     bad = _yaml(tmp_path, epoch=2)
-    assert "unknown option" in _err(capsys, ["train", str(flow_file), *QUICK, "--config", str(bad), "-o", str(tmp_path / "x")])
-    assert "augmentation" in _err(capsys, ["train", str(flow_file), *QUICK, "--augment", "flip", "-o", str(tmp_path / "y")])
+    assert "unknown option" in _err(capsys, ["train", str(flow_file), *QUICK, "--config", str(bad), "-o", str(tmp_path / "x")], code=2)
+    assert "augmentation" in _err(capsys, ["train", str(flow_file), *QUICK, "--augment", "flip", "-o", str(tmp_path / "y")], code=2)
 
 
 def test_early_stopping_run_and_aux_loss(flow_file, tmp_path):
@@ -309,7 +309,7 @@ def test_class_weights_and_flow_flip():
     flow = torch.arange(2 * 3 * 2 * 3, dtype=torch.float32).view(2, 3, 2, 3)
     gen = torch.Generator().manual_seed(0)
     mask = torch.rand(2, generator=torch.Generator().manual_seed(0)) < 0.5
-    out = get_augment("flow_hflip")({"flow": flow}, gen)["flow"]
+    out = get_augment("flow_hflip")({"flow": flow}, gen, encoding="signed")["flow"]
     for i in range(2):
         if mask[i]:
             assert torch.equal(out[i, 0], -flow[i, 0].flip(-1)) and torch.equal(out[i, 1:], flow[i, 1:].flip(-1))

@@ -91,3 +91,68 @@ def test_pooled_scores_only_tested_classes():
     m = compute_metrics(y, p, ["f"] * 4, CLASSES)
     assert m["uf1"] == pytest.approx(f1_score(y, p, labels=[0, 1], average="macro"))
     assert m["classes_scored"] == ["neg", "pos"] and m["support"]["sur"] == 0
+
+
+def test_per_dataset_by_hand_and_against_sklearn():
+    # casme2: y=[0,0,1,1] p=[0,1,1,1]: F1 neg 2/3, pos 4/5; recall 1/2, 1 -> UF1 11/15, UAR 3/4.
+    # samm:   y=[1,2]     p=[1,0]: scored over its true classes {pos, sur}: F1 1, 0; recall 1, 0.
+    y = [0, 0, 1, 1, 1, 2]
+    p = [0, 1, 1, 1, 1, 0]
+    datasets = ["casme2"] * 4 + ["samm"] * 2
+    m = compute_metrics(y, p, ["a", "a", "b", "b", "c", "c"], CLASSES, datasets=datasets)
+    casme2, samm = m["per_dataset"]["casme2"], m["per_dataset"]["samm"]
+    assert list(m["per_dataset"]) == ["casme2", "samm"]
+    assert casme2["uf1"] == pytest.approx((2 / 3 + 4 / 5) / 2) and casme2["uar"] == pytest.approx(0.75)
+    assert casme2["accuracy"] == pytest.approx(3 / 4) and casme2["n"] == 4
+    assert samm["uf1"] == pytest.approx(0.5) and samm["uar"] == pytest.approx(0.5) and samm["n"] == 2
+    # pooled figures do not change when datasets are given
+    plain = compute_metrics(y, p, ["a", "a", "b", "b", "c", "c"], CLASSES)
+    assert {k: m[k] for k in ("uf1", "uar", "accuracy")} == {k: plain[k] for k in ("uf1", "uar", "accuracy")}
+    assert "per_dataset" not in plain
+
+    rng = np.random.default_rng(7)
+    yr = rng.integers(0, 3, 300)
+    pr = np.where(rng.random(300) < 0.5, yr, rng.integers(0, 3, 300))
+    dr = np.array(["smic", "casme2", "samm"])[rng.integers(0, 3, 300)]
+    got = compute_metrics(yr, pr, ["f"] * 300, CLASSES, datasets=dr.tolist())["per_dataset"]
+    for name in ("casme2", "samm", "smic"):
+        ys, ps = yr[dr == name], pr[dr == name]
+        assert got[name]["uf1"] == pytest.approx(f1_score(ys, ps, average="macro"))
+        assert got[name]["uar"] == pytest.approx(balanced_accuracy_score(ys, ps))
+        assert got[name]["n"] == int((dr == name).sum())
+    with pytest.raises(ValueError, match="one entry per sample"):
+        compute_metrics(y, p, ["a"] * 6, CLASSES, datasets=["x"])
+
+
+def test_dataset_column_through_predictions_summary_and_report(tmp_path):
+    import csv
+    import json
+
+    from mertool.train.config import TrainConfig
+    from mertool.train.report import format_table, summarize_runs
+    from mertool.train.run import train_run
+    from train_fixtures import TINY, ensure_tiny, synthetic_flow, write_flow_h5
+
+    ensure_tiny()
+    x, labels, subjects = synthetic_flow(n_subjects=4, per_subject=6)
+    datasets = ["casme2" if s in ("s1", "s2") else "samm" for s in subjects]
+    path = write_flow_h5(tmp_path / "flow.h5", x, labels, subjects, extra_meta={"dataset": datasets})
+    result = train_run(path, tmp_path / "run", TrainConfig(model=TINY, epochs=2, device="cpu"), progress=False)
+    with open(tmp_path / "run" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:4] == ["sample_id", "subject", "dataset", "fold"]
+    assert all(r["dataset"] == ("casme2" if r["subject"] in ("s1", "s2") else "samm") for r in rows)
+    per = json.loads((tmp_path / "run" / "metrics.json").read_text())["per_dataset"]
+    index = {c: i for i, c in enumerate(sorted(set(labels)))}
+    for name in ("casme2", "samm"):
+        ys = [index[r["label"]] for r in rows if r["dataset"] == name]
+        ps = [index[r["prediction"]] for r in rows if r["dataset"] == name]
+        assert per[name]["uf1"] == pytest.approx(f1_score(ys, ps, labels=sorted(set(ys)), average="macro"))
+        assert per[name]["n"] == 12
+        assert f"  {name}: UF1 {per[name]['uf1']:.4f}  UAR {per[name]['uar']:.4f}  (12 samples)" in result.summary()
+    table = format_table(summarize_runs([tmp_path / "run"]), "csv").splitlines()
+    header = table[0].split(",")
+    assert header[5:11] == ["UF1", "UAR", "UF1_casme2", "UAR_casme2", "UF1_samm", "UAR_samm"]
+    cells = dict(zip(header, table[1].split(",")))
+    assert cells["UAR_samm"] == f"{per['samm']['uar']:.4f}"
+    assert "UF1_casme2" in format_table(summarize_runs([tmp_path / "run"]), "markdown")

@@ -39,10 +39,10 @@ def test_ensemble_is_mean_of_fold_softmax(tiny_run):
         assert np.allclose(one, torch.softmax(fold_models(run, "s2")[0](flow=torch.from_numpy(x[:5])), 1).numpy(), atol=1e-6)
     # the run's test-fold predictions are what its fold model says about those samples
     rows = (run / "predictions.csv").read_text().splitlines()[1:]
-    first_s3 = next(r.split(",") for r in rows if r.split(",")[2] == "s3")
+    first_s3 = next(r.split(",") for r in rows if r.split(",")[3] == "s3")  # sample, subject, dataset, fold
     idx = int(first_s3[0][1:])
     probs = predict_inputs(run, {"flow": x[idx : idx + 1]}, fold="s3")[0]
-    assert np.allclose(probs, [float(v) for v in first_s3[5:]], atol=1e-5)
+    assert np.allclose(probs, [float(v) for v in first_s3[6:]], atol=1e-5)
 
 
 def test_predict_bad_input(tiny_run, tmp_path, capsys):
@@ -58,7 +58,7 @@ def test_predict_bad_input(tiny_run, tmp_path, capsys):
     assert "exactly one" in capsys.readouterr().err
     clip = tmp_path / "clip"
     clip.mkdir()
-    assert cli(["predict", "--run", str(run), "--frames", str(clip)]) == 2
+    assert cli(["predict", "--run", str(run), "--frames", str(clip)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:")
     # synthetic features have no aligned.h5 upstream: predict says it cannot replay the alignment
@@ -66,7 +66,7 @@ def test_predict_bad_input(tiny_run, tmp_path, capsys):
 
     for i in (1, 2):
         cv2.imwrite(str(clip / f"f{i}.png"), np.zeros((32, 32, 3), np.uint8))
-    assert cli(["predict", "--run", str(run), "--frames", str(clip)]) == 2
+    assert cli(["predict", "--run", str(run), "--frames", str(clip)]) == 1
     assert "aligned.h5" in capsys.readouterr().err
     info = json.loads((run / "run.json").read_text())
     assert info["pipeline"][0]["stage"] == "flow"
@@ -83,7 +83,7 @@ def test_report_formats_and_unfinished_run(tiny_run, tmp_path, capsys):
     half = tmp_path / "half"
     half.mkdir()
     (half / "run.json").write_text("{}")
-    assert cli(["report", str(half)]) == 2
+    assert cli(["report", str(half)]) == 1
     assert "resume" in capsys.readouterr().err
 
 

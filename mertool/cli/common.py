@@ -26,9 +26,23 @@ def out_option(help: str, default: Any = ...) -> Any:
 
 
 ConfigOption: Optional[Path] = typer.Option(None, "--config", help="YAML file of options (CLI flags override it).")
-OverwriteOption: bool = typer.Option(False, "--overwrite", help="Replace an output made with other parameters or inputs.")
+OverwriteOption: bool = typer.Option(
+    False, "--overwrite",
+    help="Replace an output made with other parameters or inputs (if only some clips' frames changed: recompute those).",
+)
 JobsOption: int = typer.Option(1, "--jobs", "-j", help="Parallel worker processes (-1 = all cores).")
-PreviewOption: Optional[Path] = typer.Option(None, "--preview", help="Folder for PNG previews of a few samples.")
+
+
+def _writable_preview(folder: Optional[Path]) -> Optional[Path]:
+    """Check the ``--preview`` folder before any work: created if missing, and writable."""
+    from ..io import writable_folder
+
+    return None if folder is None else writable_folder(folder, "preview folder")
+
+
+PreviewOption: Optional[Path] = typer.Option(
+    None, "--preview", help="Folder for PNG previews of a few samples.", callback=_writable_preview
+)
 SamplesOption: Optional[Path] = typer.Option(
     None, "--samples",
     help="samples.csv whose apex overrides the aligned file's (e.g. from `mertool keyframes`): it needs a row for "

@@ -47,6 +47,11 @@ def register(app: typer.Typer) -> None:
             None, "--frame-norm",
             help=f"Per-frame preprocessing: none, or mean (subtract each frame's channel means) [default: {_D.frame_norm}].",
         ),
+        invalid: Optional[str] = typer.Option(
+            None, "--invalid",
+            help="zero or keep: pixels that came from outside the source image (align's validity mask) set to 0, "
+            f"the images normalised over the valid ones; or the mask ignored [default: {_D.invalid}].",
+        ),
         samples: Optional[Path] = SamplesOption,
         for_model: Optional[str] = ForModelOption,
         config: Optional[Path] = ConfigOption,
@@ -58,7 +63,7 @@ def register(app: typer.Typer) -> None:
         setup_cli_logging()
         cfg = resolve_config(
             DynimgConfig, config, "dynimg", for_model, phases=phases, kind=kind, size=size, channels=channels,
-            normalize=normalize, frame_norm=frame_norm,
+            normalize=normalize, frame_norm=frame_norm, invalid=invalid,
         )
         result = run_dynimg(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
         typer.echo(result.summary(f"{len(cfg.phase_list())} dynamic image(s) each"))

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from ..log import setup_cli_logging
-from ..preprocess.strain import NORMALISATIONS, STRAIN_METHODS
+from ..preprocess.strain import INVALID_MODES, NORMALISATIONS, STRAIN_FORMULAS, STRAIN_METHODS
 from ..preprocess.tvl1_params import BACKENDS
 from ..stages.flow import PAIR_MODES, FlowConfig, run_flow
 from .common import (
@@ -29,6 +29,23 @@ def _default(field: str) -> str:
 def _per_preset(field: str) -> str:
     values = ", ".join(f"{name} {preset[field]}" for name, preset in FlowConfig.PRESETS.items())
     return f"[default: per preset: {values}]"
+
+
+#: The options whose scale convention takes a paragraph.
+_SCALES = {
+    "normalise": f"Per-sample scaling ({', '.join(NORMALISATIONS)}). none: u, v in pixels of the stored SIZE x SIZE "
+    "grid, strain on the scale --strain gives; minmax: each channel to 0..1; minmax255: each channel to 0..255 (the "
+    "composite MEGC 2019 images' scale); magnitude: u, v divided by the largest flow magnitude, strain by its largest "
+    f"value {_per_preset('normalise')}.",
+    "strain": f"Strain derivatives ({', '.join(STRAIN_METHODS)}). sobel: 3x3 Sobel divided by 8 and central: "
+    "(f[x+1] - f[x-1]) / 2 are per pixel of the flow, so strain is dimensionless and kept as it is when resized; "
+    "sobel-raw: cv2.Sobel's raw 3x3 output (8x the per-pixel derivative), the Off-TANet authors' scale "
+    f"{_per_preset('strain')}.",
+    "strain_formula": f"{' or '.join(STRAIN_FORMULAS)}. eq4: Off-TANet's Eq. 4, sqrt(u_x^2 + v_y^2 + (u_y + v_x)^2 / 2);"
+    f" published: the authors' released code, u_y^2 in place of v_y^2 (bug-compatible reruns) {_default('strain_formula')}.",
+    "invalid": f"{' or '.join(INVALID_MODES)}: map pixels that came from outside the source image (align's validity "
+    f"mask) set to 0 after normalising over the valid ones, or kept {_default('invalid')}.",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -56,18 +73,10 @@ def register(app: typer.Typer) -> None:
         pairs: Optional[str] = typer.Option(
             None, help=f"{' or '.join(PAIR_MODES)}: onset->apex, or onset->every frame {_default('pairs')}."
         ),
-        normalise: Optional[str] = typer.Option(
-            None,
-            help=f"Per-sample scaling ({', '.join(NORMALISATIONS)}). none: u, v in pixels of the stored SIZE x SIZE "
-            "grid, strain dimensionless; minmax: each channel to 0..1; magnitude: u, v divided by the largest flow "
-            f"magnitude, strain by its largest value {_default('normalise')}.",
-        ),
-        strain: Optional[str] = typer.Option(
-            None,
-            help=f"Strain derivatives ({' or '.join(STRAIN_METHODS)}), both per pixel of the flow (sobel: 3x3 Sobel "
-            "divided by 8; central: (f[x+1] - f[x-1]) / 2), so strain is dimensionless and kept as it is when "
-            f"resized {_default('strain')}.",
-        ),
+        normalise: Optional[str] = typer.Option(None, help=_SCALES["normalise"]),
+        strain: Optional[str] = typer.Option(None, help=_SCALES["strain"]),
+        strain_formula: Optional[str] = typer.Option(None, help=_SCALES["strain_formula"]),
+        invalid: Optional[str] = typer.Option(None, help=_SCALES["invalid"]),
         backend: Optional[str] = typer.Option(
             None, help=f"TV-L1 implementation: {' or '.join(BACKENDS)} {_default('backend')}."
         ),

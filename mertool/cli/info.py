@@ -1,4 +1,4 @@
-"""``mertool info``: provenance and shapes of a stage file."""
+"""``mertool info``: provenance and shapes of a stage file; ``--verify`` re-checks its data."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ from pathlib import Path
 
 import typer
 
+from ..errors import MertoolError
 from ..stages.stagefile import open_stage
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("info", epilog="Example: mertool info work/flow.h5")
-    def info(path: Path = typer.Argument(..., help="A stage file (.h5).")) -> None:
+    @app.command("info", epilog="Example: mertool info work/flow.h5 --verify")
+    def info(
+        path: Path = typer.Argument(..., help="A stage file (.h5)."),
+        verify: bool = typer.Option(False, "--verify", help="Re-read every sample and check it against its stored checksum."),
+    ) -> None:
         """Show a stage file's provenance, sample count and array shapes."""
         sf = open_stage(path)
         a = sf.attrs
@@ -33,3 +37,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"failed:    {len(sf.failed)} sample(s)")
             for sid, why in sf.failed.items():
                 typer.echo(f"  {sid}: {why}")
+        if verify:
+            problems = sf.verify()
+            for problem in problems:
+                typer.echo(f"  {problem}")
+            if problems:
+                raise MertoolError(f"{path}: verification failed ({len(problems)} problem(s), listed above)")
+            typer.echo(f"verified:  every sample matches its checksum ({len(sf)} samples)")

@@ -1,55 +1,129 @@
 """The ``mertool`` command: a typer app assembled from one module per verb group.
 
 Each module in ``VERBS`` defines ``register(app)``; a new verb is one module plus one
-entry there. User mistakes arrive here as :class:`~mertool.errors.MertoolError` and
-leave as one ``error: ...`` line and exit code 2.
+entry there. Every failure leaves as one ``error: ...`` line, without a traceback, and
+an exit code that says whose move it is:
+
+- 0: done (samples that failed are listed as warnings and by ``mertool info``);
+- 1: bad data or files (:class:`~mertool.errors.MertoolError`: a missing, corrupt or
+  stale input, an output held by another run, a folder that cannot be written, a full
+  disk);
+- 2: a wrong command (:class:`~mertool.errors.UsageError`, typer's usage errors: an
+  unknown option or name, a bad option value or config file);
+- 130: interrupted with Ctrl-C (re-run the same command to resume).
+
+Global options (before the verb) reach the stages as environment variables, so worker
+processes and library calls see them too: ``--wait`` (``MERTOOL_WAIT``) and
+``--verify-content`` (``MERTOOL_VERIFY_CONTENT``).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from typer.exceptions import TyperException
 
 from ..errors import MertoolError
-from . import align, demo, dynimg, flow, importer, index, info, keyframes, models, pairs, synth, train
+from ..samples import VERIFY_CONTENT_ENV
+from ..stages.stagefile import WAIT_ENV
+from . import align, demo, dynimg, flow, importer, index, info, keyframes, models, pairs, spot, synth, train
 
+HELP = "Micro-expression recognition toolkit: index -> align -> keyframes -> flow/dynimg -> train -> report."
 app = typer.Typer(
     name="mertool",
-    help="Micro-expression recognition toolkit: index -> align -> keyframes -> flow/dynimg -> train -> report.",
+    help=HELP,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
+INTERRUPTED = 130
+
+
+@app.callback()
+def _global_options(
+    wait: bool = typer.Option(
+        False, "--wait", help=f"If another run is writing the same output, wait for it instead of stopping ({WAIT_ENV}=1)."
+    ),
+    verify_content: bool = typer.Option(
+        False, "--verify-content",
+        help=f"Identify clips by a hash of their frame files, not their sizes and times ({VERIFY_CONTENT_ENV}=1).",
+    ),
+) -> None:
+    if wait:
+        os.environ[WAIT_ENV] = "1"
+    if verify_content:
+        os.environ[VERIFY_CONTENT_ENV] = "1"
+
+
+def _no_eof(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with ``EOFError`` (a file cut short) as a MertoolError: click would
+    report it as "aborted" with the Ctrl-C exit code."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EOFError as exc:
+            raise MertoolError(f"an input file ends early ({exc or 'end of file'}); it is truncated or empty") from None
+
+    return run
+
+
 # One module per verb group, in the order `mertool --help` lists their commands.
-VERBS = (index, align, flow, dynimg, pairs, info, models, train, keyframes, importer, synth, demo)
+VERBS = (index, align, flow, dynimg, pairs, info, models, train, keyframes, importer, spot, synth, demo)
 
 for _verb in VERBS:
     _verb.register(app)
+for _command in app.registered_commands:
+    _command.callback = _no_eof(_command.callback)
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an OSError no stage turned into a MertoolError."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"disk full writing {exc.filename or 'a file'}; free space and re-run: finished work is kept"
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def cli(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (used by tests and ``main``)."""
+    saved = {name: os.environ.get(name) for name in (WAIT_ENV, VERIFY_CONTENT_ENV)}
     try:
         result = app(args=argv, prog_name="mertool", standalone_mode=False)
     except MertoolError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except OSError as exc:
+        print(f"error: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         print("aborted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except TyperException as exc:  # usage errors: typer's own one-line message
         show = getattr(exc, "show", None)
         show() if show else print(f"error: {exc.format_message()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        result = INTERRUPTED
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if result == INTERRUPTED:  # typer turns Ctrl-C into this exit code
         print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
     return result if isinstance(result, int) else 0
 
 

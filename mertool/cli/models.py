@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..errors import MertoolError
+from ..errors import UsageError
 
 FORMATS = ("table", "markdown", "csv")
 CONVENTION_HELP = "FLOP convention: macs, flops (2 x MACs) or torchstat (the Off-TANet paper's)."
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             help="Print how MODEL's input is made: one 'verb<TAB>output<TAB>flags' line per stage (read by pipelines/*.sh).",
         ),
     ) -> None:
-        """List registered models: input stage and shape, trainable parameters, FLOPs per sample."""
+        """List registered models: input, trainable parameters, FLOPs per sample, and where each recipe comes from."""
         if recipe is not None:
             from ..recipes import recipe_text
 
@@ -41,14 +41,16 @@ def register(app: typer.Typer) -> None:
         from ..table import format_table
 
         if num_classes < 2:
-            raise MertoolError(f"--num-classes must be >= 2, got {num_classes}")
+            raise UsageError(f"--num-classes must be >= 2, got {num_classes}")
         if convention not in CONVENTIONS:
-            raise MertoolError(f"unknown --convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+            raise UsageError(f"unknown --convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
         if fmt not in FORMATS:
-            raise MertoolError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
+            raise UsageError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
         columns, rows = describe_models(names, num_classes=num_classes, flops=flops, convention=convention,
                                         raw=fmt == "csv")
         typer.echo(format_table(rows, columns, "text" if fmt == "table" else fmt))
         if fmt == "table":
             typer.echo(f"\nparams: trainable, for a {num_classes}-class head; FLOPs: per sample, convention {convention!r}"
                        " (see mertool.models.flops)")
+            typer.echo("encoding: the input the recipe was made for (signed displacement, minmax-byte 0..255 images,"
+                       " minmax-unit 0..1; - = any); recipe source: paper, authors' code or mertool's own")

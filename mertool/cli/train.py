@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..errors import MertoolError
+from ..errors import UsageError
 from ..log import logger, setup_cli_logging
 from .common import ConfigOption, OverwriteOption, out_option
 
@@ -53,10 +53,10 @@ def train(
 
     setup_cli_logging()
     if features is not None and features_opt is not None and features != features_opt:
-        raise MertoolError("give the features file once (positional or --features)")
+        raise UsageError("give the features file once (positional or --features)")
     path = features or features_opt
     if path is None:
-        raise MertoolError("no features file given (e.g. mertool train work/flow.h5 --model offtanet)")
+        raise UsageError("no features file given (e.g. mertool train work/flow.h5 --model offtanet)")
     overrides = dict(
         model=model, scheme=scheme, k=k, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
         weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment, class_balanced=class_balanced, early_stopping=early_stopping,
@@ -104,7 +104,7 @@ def predict(
 
     setup_cli_logging()
     if (frames is None) == (video is None):
-        raise MertoolError("give exactly one of --frames DIR or --video FILE")
+        raise UsageError("give exactly one of --frames DIR or --video FILE")
     res = predict_clip(run, frames=frames, video=video, onset=onset, apex=apex, offset=offset, aus=aus,
                       fold=fold, device=device)
     if as_json:

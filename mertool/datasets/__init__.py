@@ -16,7 +16,7 @@ from ._registry import Adapter, get_adapter, list_datasets, register_dataset
 from .protocols import DEFAULT_PROTOCOL, filter_rare, get_protocol, log_dropped
 
 # The adapters: importing them registers them.
-from . import casme, casme2, casme3, casme_sq, composites, manifest, mmew, samm, smic  # noqa: F401
+from . import casme, casme2, casme3, casme_sq, composites, longvideo, manifest, mmew, samm, smic  # noqa: F401
 
 __all__ = ["Adapter", "get_adapter", "list_datasets", "load_dataset", "register_dataset"]
 

@@ -80,7 +80,7 @@ def index_casme(root: Path | None, sheet: Path | None, protocol: str | None = No
     return samples, report
 
 
-@register_dataset("casme", "CASME: --root folder with sub01.. and the section A/B coding sheets (protocol raw)")
+@register_dataset("casme", "CASME: --root folder with sub01.. and the section A/B coding sheets (protocol raw)", pre_cropped=False)
 def load_casme(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset casme")

@@ -2,7 +2,8 @@
 
 Sheet ``CASME2-coding-*.xlsx``: Subject, Filename, OnsetFrame, ApexFrame, OffsetFrame,
 Action Units, Estimated Emotion. Frames ``sub{NN}/{Filename}/reg_img{N}.jpg`` (cropped
-set) or ``img{N}.jpg`` (raw set). Default protocol ``casme2-5``.
+set) or ``img{N}.jpg`` (raw set). Default protocol ``casme2-5``. Declared pre-cropped (the
+``Cropped`` set most work uses): align the raw set with ``mertool align --crop similarity``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def index_casme2(root: Path | None, sheet: Path | None, protocol: str | None = N
     return index_sheet("casme2", sheet_path, COLUMNS, REQUIRED, to_row, proto)
 
 
-@register_dataset("casme2", "CASME II: --root folder with sub01..sub26 and CASME2-coding-*.xlsx (protocol casme2-5)")
+@register_dataset("casme2", "CASME II: --root folder with sub01..sub26 and CASME2-coding-*.xlsx (protocol casme2-5)", pre_cropped=True)
 def load_casme2(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset casme2")

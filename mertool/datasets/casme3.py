@@ -55,7 +55,7 @@ def index_casme3(root: Path | None, sheet: Path | None, protocol: str | None = N
     return index_sheet("casme3", sheet_path, COLUMNS, REQUIRED, to_row, proto)
 
 
-@register_dataset("casme3", "CAS(ME)^3 part A: --root folder with spNO.* and the part A ME label sheet (protocol raw)")
+@register_dataset("casme3", "CAS(ME)^3 part A: --root folder with spNO.* and the part A ME label sheet (protocol raw)", pre_cropped=False)
 def load_casme3(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset casme3")

@@ -40,7 +40,7 @@ POSITIONAL = ("subject", "filename", "onset", "apex", "offset", "aus", "emotion"
 SHEETS = ("CAS(ME)^2code_final*", "CAS(ME)*code*", "*code_final*")
 
 
-def _main_table(path: Path) -> pd.DataFrame:
+def main_table(path: Path) -> pd.DataFrame:
     """The annotation rows: by header if the sheet has one, else by position."""
     try:
         return read_sheet(path, COLUMNS, REQUIRED, max_scan=5)
@@ -54,7 +54,7 @@ def _main_table(path: Path) -> pd.DataFrame:
         return table.dropna(how="all", subset=list(POSITIONAL))
 
 
-def _naming_rules(path: Path) -> tuple[dict[int, int], dict[str, str]]:
+def naming_rules(path: Path) -> tuple[dict[int, int], dict[str, str]]:
     """(participant number -> folder number, expression name -> video code) from the other sheets."""
     subjects: dict[int, int] = {}
     videos: dict[str, str] = {}
@@ -77,12 +77,27 @@ def _naming_rules(path: Path) -> tuple[dict[int, int], dict[str, str]]:
     return subjects, videos
 
 
+def clip_folder(base: Path, code: int, name: str, videos: dict[str, str]) -> Path | None:
+    """The frames folder (the long video) of expression ``name`` of participant folder
+    ``code``: ``rawpic/s15/15_0101disgustingteeth`` for ``disgust1_1`` (None if absent)."""
+    sub_dir = find_dir(base, f"s{code:02d}", f"s{code}", str(code))
+    if sub_dir is None:
+        return None
+    video = name.split("_")[0]
+    vcode = videos.get(norm(video), "")
+    for child in sorted(p for p in sub_dir.iterdir() if p.is_dir()):
+        key = norm(child.name)
+        if (vcode and key.startswith(f"{code}{vcode}")) or norm(video) in key or key == norm(name):
+            return child
+    return None
+
+
 def index_casme_sq(root: Path | None, sheet: Path | None, protocol: str | None = None) -> tuple[list[Sample], IndexReport]:
     """Parse CAS(ME)^2's micro-expressions; returns samples and the report."""
     proto = get_protocol(protocol, "casme-sq")
     sheet_path = find_sheet(root, sheet, SHEETS, "casme-sq")
-    table = _main_table(sheet_path)
-    subjects, videos = _naming_rules(sheet_path)
+    table = main_table(sheet_path)
+    subjects, videos = naming_rules(sheet_path)
     base = data_root(
         root or sheet_path.parent,
         lambda p: any(c.is_dir() and re.fullmatch(r"s\d+", c.name, re.IGNORECASE) for c in p.iterdir()),
@@ -101,16 +116,7 @@ def index_casme_sq(root: Path | None, sheet: Path | None, protocol: str | None =
             continue
         code = subjects.get(number, number)
         subject = f"s{code:02d}"
-        sub_dir = find_dir(base, subject, f"s{code}", str(code))
-        folder = None
-        if sub_dir is not None:
-            video = name.split("_")[0]
-            vcode = videos.get(norm(video), "")
-            for child in sorted(p for p in sub_dir.iterdir() if p.is_dir()):
-                key = norm(child.name)
-                if (vcode and key.startswith(f"{code}{vcode}")) or norm(video) in key or key == norm(name):
-                    folder = child
-                    break
+        folder = clip_folder(base, code, name, videos)
         rows.append(Row(line, f"{subject}_{name}", subject, name, folder, rec["onset"], rec["apex"], rec["offset"],
                         cell_text(rec["emotion"]), cell_text(rec["aus"])))
     excluded = report.labels.excluded
@@ -119,7 +125,7 @@ def index_casme_sq(root: Path | None, sheet: Path | None, protocol: str | None =
     return samples, report
 
 
-@register_dataset("casme-sq", "CAS(ME)^2 micro part: --root folder with rawpic/s15.. and CAS(ME)^2code_final.xlsx (protocol raw)")
+@register_dataset("casme-sq", "CAS(ME)^2 micro part: --root folder with rawpic/s15.. and CAS(ME)^2code_final.xlsx (protocol raw)", pre_cropped=False)
 def load_casme_sq(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset casme-sq")

@@ -98,11 +98,11 @@ def _load(name: str, root: Path | None, protocol: str | None) -> list[Sample]:
     return samples
 
 
-@register_dataset("megc2019", "MEGC 2019 composite 3-class: --root holding SMIC, CASME2, SAMM folders (442 samples, 68 subjects)")
+@register_dataset("megc2019", "MEGC 2019 composite 3-class: --root holding SMIC, CASME2, SAMM folders (442 samples, 68 subjects)", pre_cropped=None)
 def load_megc2019(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     return _load("megc2019", root, protocol)
 
 
-@register_dataset("offtanet3", "Off-TANet 3-class set: --root holding CASME, CASME2, CAS(ME)^2 folders (294 samples, 49 subjects)")
+@register_dataset("offtanet3", "Off-TANet 3-class set: --root holding CASME, CASME2, CAS(ME)^2 folders (294 samples, 49 subjects)", pre_cropped=None)
 def load_offtanet3(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     return _load("offtanet3", root, protocol)

@@ -50,7 +50,7 @@ def index_mmew(root: Path | None, sheet: Path | None, protocol: str | None = Non
     return index_sheet("mmew", sheet_path, COLUMNS, REQUIRED, to_row, proto)
 
 
-@register_dataset("mmew", "MMEW micro part: --root folder with Micro_Expression/ and MMEW_Micro_Exp.xlsx (protocol mmew-7)")
+@register_dataset("mmew", "MMEW micro part: --root folder with Micro_Expression/ and MMEW_Micro_Exp.xlsx (protocol mmew-7)", pre_cropped=False)
 def load_mmew(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset mmew")

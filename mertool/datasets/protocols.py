@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 
-from ..errors import MertoolError
+from ..errors import MertoolError, UsageError
 from ..log import logger
 from ..samples import Sample
 
@@ -171,7 +171,7 @@ def get_protocol(name: str | None, dataset: str) -> Protocol:
     proto = PROTOCOLS[name]
     if not proto.covers(dataset):
         usable = sorted(n for n, p in PROTOCOLS.items() if p.covers(dataset))
-        raise MertoolError(f"protocol {name!r} has no class map for dataset {dataset!r}; use one of {', '.join(usable)}")
+        raise UsageError(f"protocol {name!r} has no class map for dataset {dataset!r}; use one of {', '.join(usable)}")
     return proto
 
 

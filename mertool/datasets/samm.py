@@ -54,7 +54,7 @@ def index_samm(root: Path | None, sheet: Path | None, protocol: str | None = Non
     return index_sheet("samm", sheet_path, COLUMNS, REQUIRED, to_row, proto)
 
 
-@register_dataset("samm", "SAMM: --root folder with 006..037 and SAMM_Micro_FACS_Codes_v2.xlsx (protocol samm-5)")
+@register_dataset("samm", "SAMM: --root folder with 006..037 and SAMM_Micro_FACS_Codes_v2.xlsx (protocol samm-5)", pre_cropped=True)
 def load_samm(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     if root is None and sheet is None:
         raise MertoolError("--root is required for --dataset samm")

@@ -48,7 +48,7 @@ def index_smic(root: Path | None, protocol: str | None = None) -> tuple[list[Sam
     return samples, report
 
 
-@register_dataset("smic", "SMIC-HS: --root folder with HS/s1/micro/... (no apex: run mertool keyframes; protocol raw)")
+@register_dataset("smic", "SMIC-HS: --root folder with HS/s1/micro/... (no apex: run mertool keyframes; protocol raw)", pre_cropped=False)
 def load_smic(root: Path | None = None, sheet: Path | None = None, protocol: str | None = None, **_: object) -> list[Sample]:
     samples, report = index_smic(root, protocol)
     return finish(samples, report, root)

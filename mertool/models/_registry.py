@@ -2,6 +2,12 @@
 
 Family modules register their variants at import; :mod:`mertool.models` imports every
 family explicitly, so the registry is complete once the package is imported.
+
+Each entry also says where its training recipe comes from (``source``: a paper, its
+authors' released code, or mertool's own) and which input encoding that recipe was made
+for (``InputSpec.encoding``: ``"signed"``, ``"minmax-byte"`` or ``"minmax-unit"``, as
+defined in :mod:`mertool.stages.contents`), so a run can tell a published setup from an
+improved one and refuse inputs at a scale the recipe never saw.
 """
 
 from __future__ import annotations
@@ -28,11 +34,24 @@ class InputSpec:
         ``None`` size is not allowed: shapes are exact.
     meta : tuple of str
         Per-sample meta fields also passed (e.g. ``("aus",)`` as a 21-d float vector).
+    encoding : str or None
+        For ``flow`` inputs, the encoding the model's recipe was made for: ``"signed"``
+        (displacement, zero = no motion), ``"minmax-byte"`` (each map min-max stretched
+        to 0..255, as the widely shared composite images) or ``"minmax-unit"`` (the same
+        to 0..1); None when any will do or the input is no flow. ``mertool train`` checks
+        it against the encoding recorded in the flow file (:mod:`mertool.stages.contents`),
+        and the recipe that makes the input (:mod:`mertool.recipes`) can follow it.
     """
 
     stage: str
     arrays: dict[str, tuple[int, ...]]
     meta: tuple[str, ...] = ()
+    encoding: str | None = None
+
+
+#: What a recipe's ``source`` starts with: the paper's text, its authors' released
+#: training code, or mertool's own recipe (then the reason is in the model's docs).
+SOURCE_KINDS = ("paper", "authors' code", "mertool")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +68,10 @@ class ModelEntry:
     defaults : dict
         Default training recipe (train config fields; user options override them).
         ``defaults["augment"]`` names the model's training augmentation.
+    source : str
+        Where the recipe (architecture settings and ``defaults``) comes from: one of
+        :data:`SOURCE_KINDS`, optionally followed by ``": "`` and the reference, e.g.
+        ``"authors' code: STSTNet release (Liong et al., FG 2019)"``.
     """
 
     name: str
@@ -56,26 +79,41 @@ class ModelEntry:
     input: InputSpec
     description: str
     defaults: dict[str, Any]
+    source: str = "mertool"
+
+    @property
+    def encoding(self) -> str | None:
+        """The input encoding the recipe was made for (:attr:`InputSpec.encoding`)."""
+        return self.input.encoding
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(
-    name: str, input: InputSpec, description: str = "", defaults: dict[str, Any] | None = None
+    name: str,
+    input: InputSpec,
+    description: str = "",
+    defaults: dict[str, Any] | None = None,
+    *,
+    source: str = "mertool",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``builder(num_classes, **kwargs) -> nn.Module`` under ``name``.
+
+    ``source`` is as in :class:`ModelEntry`; a recipe that names no source is mertool's own.
 
     Raises
     ------
     ValueError
-        ``name`` is already registered.
+        ``name`` is already registered, or ``source`` is not of a known kind.
     """
+    if source.split(":", 1)[0] not in SOURCE_KINDS:
+        raise ValueError(f"model {name!r}: source must start with one of {SOURCE_KINDS}, got {source!r}")
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, input, description, dict(defaults or {}))
+        _REGISTRY[name] = ModelEntry(name, builder, input, description, dict(defaults or {}), source)
         return builder
 
     return wrap

@@ -1,4 +1,4 @@
-"""What ``mertool models`` shows: per model its input, trainable parameters and FLOPs."""
+"""What ``mertool models`` shows: per model its input, size, cost and recipe (source, encoding)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .flops import count_flops, example_inputs
 
 @dataclasses.dataclass(frozen=True)
 class ModelSummary:
-    """One registered model, built with random weights: its input, size and cost."""
+    """One registered model, built with random weights: its input, size, cost and recipe provenance."""
 
     name: str
     stage: str
@@ -26,6 +26,8 @@ class ModelSummary:
     flops: int | None  # per sample, in ``convention``; None when not computed
     convention: str
     description: str
+    source: str  # where the recipe comes from (ModelEntry.source)
+    encoding: str | None  # input encoding the recipe was made for (ModelEntry.encoding)
 
     @property
     def input_text(self) -> str:
@@ -64,7 +66,7 @@ def summarize_model(name: str, num_classes: int = 3, flops: bool = True, convent
         n_flops = count_flops(model, example_inputs(entry.input), convention).total if flops else None
     return ModelSummary(
         name, entry.input.stage, dict(entry.input.arrays), tuple(entry.input.meta), num_classes,
-        count_parameters(model), n_flops, convention, entry.description,
+        count_parameters(model), n_flops, convention, entry.description, entry.source, entry.encoding,
     )
 
 
@@ -87,6 +89,9 @@ def describe_models(
 ) -> tuple[list[str], list[list[Any]]]:
     """The model table: columns and one row per model, for :func:`mertool.table.format_table`.
 
+    Besides input, parameters and FLOPs, each row says where the model's default recipe
+    comes from (paper, authors' code or mertool) and which input encoding it was made for.
+
     Parameters
     ----------
     names : sequence of str, optional
@@ -104,8 +109,11 @@ def describe_models(
     """
     summaries = [summarize_model(n, num_classes, flops, convention) for n in (names or list_models())]
     if raw:
-        columns = ["model", "stage", "input", "num_classes", "params", f"flops_{convention}", "description"]
-        rows = [[s.name, s.stage, s.input_text, s.num_classes, s.params, s.flops, s.description] for s in summaries]
+        columns = ["model", "stage", "input", "num_classes", "params", f"flops_{convention}", "encoding", "source",
+                   "description"]
+        rows = [[s.name, s.stage, s.input_text, s.num_classes, s.params, s.flops, s.encoding or "", s.source,
+                 s.description] for s in summaries]
         return columns, rows
-    columns = ["model", "input", "params", f"FLOPs ({convention})", "description"]
-    return columns, [[s.name, s.input_text, f"{s.params:,}", _human(s.flops), s.description] for s in summaries]
+    columns = ["model", "input", "params", f"FLOPs ({convention})", "encoding", "recipe source", "description"]
+    return columns, [[s.name, s.input_text, f"{s.params:,}", _human(s.flops), s.encoding or "-", s.source,
+                      s.description] for s in summaries]

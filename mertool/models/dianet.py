@@ -346,17 +346,18 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _register(name: str, size: int, preset: dict[str, Any], defaults: dict[str, Any], doc: str) -> None:
+def _register(name: str, size: int, preset: dict[str, Any], defaults: dict[str, Any], doc: str, source: str) -> None:
     @register_model(name, InputSpec(stage="dynimg", arrays={"dynimg": (2, 3, size, size)}),
-                    description=doc, defaults=defaults)
+                    description=doc, defaults=defaults, source=source)
     def build(num_classes: int, **kwargs: Any) -> DIANet:
         return DIANet(num_classes, **{**preset, **kwargs})
 
 
 _register("dianet", 224, {}, DEFAULTS,
-          "DIANet: DI-Onset + DI-Offset, two EfficientNetV2-S streams, cross-attention fusion, consistency loss")
+          "DIANet: DI-Onset + DI-Offset, two EfficientNetV2-S streams, cross-attention fusion, consistency loss",
+          "paper: DIANet Sec. 3.4 (consistency weight 0.1: mertool's, the paper gives none)")
 for _suffix, _kw in ABLATIONS.items():
     _name = "dianet-small" + (f"-{_suffix}" if _suffix else "")
     _what = ", ".join(f"{k}={v}" for k, v in _kw.items()) or "default switches"
     _register(_name, SMALL_SIZE, {**SMALL, **_kw}, SMALL_DEFAULTS,
-              f"DIANet CPU preset (width/depth 0.25, 64x64, 64-d tokens), {_what}")
+              f"DIANet CPU preset (width/depth 0.25, 64x64, 64-d tokens), {_what}", "mertool: CPU preset")

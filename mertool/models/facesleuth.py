@@ -327,7 +327,10 @@ def _register(name: str, kwargs: dict[str, Any], description: str) -> None:
     meta = ("aus",) if kwargs.get("use_au", True) else ()
     spec = InputSpec(stage="pairs", arrays={"onset": (3, size, size), "apex": (3, size, size)}, meta=meta)
 
-    @register_model(name, spec, description=description, defaults=DEFAULTS)
+    small = kwargs.get("preset") == "small"
+    source = "mertool: reduced size of the papers' network" if small else "paper: FaceSleuth (CVA-FPF-AU, SOA)"
+
+    @register_model(name, spec, description=description, defaults=DEFAULTS, source=source)
     def build(num_classes: int, **overrides: Any) -> FaceSleuth:
         return FaceSleuth(num_classes, **{**kwargs, **overrides})
 

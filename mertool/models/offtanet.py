@@ -221,20 +221,20 @@ class OffTANet(nn.Module):
 
 PARTS = ("conv1", "res1", "res2", "eres", "dense")
 
+#: The authors' released training setup: Adam lr 1e-3, batch 64, shuffled, lr x 0.3 every
+#: 60 epochs (StepLR), 201 epochs, on raw TV-L1 u, v (no normalisation) and raw-Sobel strain.
+#: Their published 0.7315 / 0.7242 picks one epoch (of every 20th) by the mean test-fold
+#: score, so it is an ORACLE figure; mertool's default keeps the final model.
+RECIPE = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "epochs": 201,
+          "lr_step": 60, "lr_gamma": 0.3, "shuffle": True, "augment": "none"}
+
 
 @register_model(
     "offtanet",
-    InputSpec(stage="flow", arrays={"flow": (3, 112, 112)}),
+    InputSpec(stage="flow", arrays={"flow": (3, 112, 112)}, encoding="signed"),
     description="Off-TANet (PRICAI 2021): residual CNN + triplet attention on onset-apex u, v, strain",
-    defaults={
-        "optimizer": "adam",
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "batch_size": 64,
-        "epochs": 200,
-        "lr_step": 60,
-        "lr_gamma": 0.3,
-    },
+    defaults=RECIPE,
+    source="authors' code: Off-TANet release (Zhang, Liu & Zhou, PRICAI 2021)",
 )
 def build_offtanet(num_classes: int = 3, **kwargs: object) -> OffTANet:
     return OffTANet(num_classes=num_classes, **kwargs)  # type: ignore[arg-type]

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from .align import INVALID_MODES, resize_mask
+
 KINDS = ("linear", "reverse", "exact")
 STAGE_KINDS = ("linear", "exact")
 PHASES = ("onset", "offset", "whole")
@@ -300,16 +302,19 @@ def phase_dynamic_images(
     return di[0], di[1]
 
 
-def normalize_image(image: np.ndarray, method: str = "minmax") -> np.ndarray:
+def normalize_image(image: np.ndarray, method: str = "minmax", valid: np.ndarray | None = None) -> np.ndarray:
     """Rescale one dynamic image (all channels jointly, so colour balance is kept).
 
     Parameters
     ----------
     image : array
+        H x W x C.
     method : {"minmax", "standardize", "none"}
         ``minmax``: linear map of min..max onto 0..255; ``standardize``: zero mean, unit
         standard deviation; ``none``: unchanged. A constant image becomes all zeros
         under both rescalings (it carries no motion).
+    valid : array, optional
+        H x W bool: take the statistics over these pixels only (all when none is True).
 
     Returns
     -------
@@ -321,15 +326,22 @@ def normalize_image(image: np.ndarray, method: str = "minmax") -> np.ndarray:
     img = np.asarray(image, dtype=np.float64)
     if method == "none":
         return img.copy()
+    seen = img if valid is None or not np.any(valid) else img[np.asarray(valid, bool)]
     if method == "minmax":
-        lo, hi = img.min(), img.max()
+        lo, hi = seen.min(), seen.max()
         return np.zeros_like(img) if hi - lo <= 1e-9 * max(1.0, abs(hi)) else (img - lo) * (255.0 / (hi - lo))
-    sd = img.std()
-    return np.zeros_like(img) if sd <= 1e-9 * max(1.0, abs(img.mean())) else (img - img.mean()) / sd
+    sd = seen.std()
+    return np.zeros_like(img) if sd <= 1e-9 * max(1.0, abs(seen.mean())) else (img - seen.mean()) / sd
 
 
-def to_model_input(di: np.ndarray, size: int, channels: int, normalize: str) -> np.ndarray:
-    """H x W x C dynamic image -> C' x size x size float32 (gray if channels == 1)."""
+def to_model_input(
+    di: np.ndarray, size: int, channels: int, normalize: str, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """H x W x C dynamic image -> C' x size x size float32 (gray if channels == 1).
+
+    With ``valid`` (the clip's validity mask, any size), the image is normalised over
+    the valid pixels and set to 0 outside them.
+    """
     img = np.asarray(di, dtype=np.float64)
     if channels == 1:
         img = img @ _LUMA if img.shape[2] == 3 else img.mean(axis=2)
@@ -341,7 +353,10 @@ def to_model_input(di: np.ndarray, size: int, channels: int, normalize: str) -> 
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if img.ndim == 2:
             img = img[:, :, None]
-    img = normalize_image(img, normalize)
+    mask = None if valid is None else resize_mask(valid, size)
+    img = normalize_image(img, normalize, mask)
+    if mask is not None:
+        img[~mask] = 0.0
     return np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
 
 
@@ -358,6 +373,8 @@ def clip_dynamic_images(
     size: int = 224,
     channels: int = 3,
     normalize: str = "minmax",
+    valid: np.ndarray | None = None,
+    invalid: str = "zero",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Model-ready phase dynamic images of one clip, in one streaming pass over its frames.
 
@@ -380,6 +397,12 @@ def clip_dynamic_images(
     size, channels, normalize
         Output side, 1 (gray) or 3 channels, and per-image rescaling (see
         :func:`to_model_input`).
+    valid : array, optional
+        The clip's validity mask (H x W, from ``mertool align``; True where the pixel
+        came from the source image).
+    invalid : {"zero", "keep"}
+        ``zero``: images normalised over the valid pixels and 0 outside them; ``keep``:
+        the mask is ignored.
 
     Returns
     -------
@@ -390,9 +413,12 @@ def clip_dynamic_images(
     """
     if frame_norm not in FRAME_NORMS:
         raise ValueError(f"frame_norm must be one of {', '.join(FRAME_NORMS)}, got {frame_norm!r}")
+    if invalid not in INVALID_MODES:
+        raise ValueError(f"invalid must be one of {', '.join(INVALID_MODES)}, got {invalid!r}")
+    mask = valid if invalid == "zero" else None
     if "onset" not in phases and "offset" not in phases:
         apex = onset  # only "whole": the apex plays no part (and may be unknown, -1)
     weights = phase_weights(frame_numbers, onset, apex, offset, phases, kind)
     dis = accumulate_chunks(chunks, weights, subtract_frame_mean if frame_norm == "mean" else None)
-    images = np.stack([to_model_input(d, size, channels, normalize) for d in dis])
+    images = np.stack([to_model_input(d, size, channels, normalize, mask) for d in dis])
     return images, phase_frame_counts(frame_numbers, onset, apex, offset, phases)

@@ -74,9 +74,11 @@ def landmarks_tile(frames: list[np.ndarray], landmarks: np.ndarray, marks: np.nd
     """Frames side by side (RGB uint8) with landmarks as green dots, ``marks`` (e.g. the
     template eyes) as red crosses and ``text`` in white at the top left."""
     drawn = []
+    points = np.asarray(landmarks, np.float64).reshape(-1, 2)
+    points = points[np.isfinite(points).all(axis=1)]  # NaN: no face found (crop "none")
     for frame in frames:
         img = np.array(frame, dtype=np.uint8)  # a copy: drawing is in place
-        for x, y in landmarks:
+        for x, y in points:
             cv2.circle(img, (int(round(x)), int(round(y))), 1, (0, 255, 0), -1)
         for x, y in marks:
             cv2.drawMarker(img, (int(round(x)), int(round(y))), (255, 0, 0), cv2.MARKER_CROSS, 8, 1)
@@ -84,6 +86,16 @@ def landmarks_tile(frames: list[np.ndarray], landmarks: np.ndarray, marks: np.nd
     tile = np.ascontiguousarray(np.concatenate(drawn, axis=1))
     cv2.putText(tile, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
     return tile
+
+
+def shade_invalid(image: np.ndarray, valid: np.ndarray, colour: tuple[int, int, int] = (255, 0, 255)) -> np.ndarray:
+    """A copy of an RGB uint8 image with its invalid pixels (``valid`` == 0, e.g. border
+    replicated by an alignment warp) blended half-way towards ``colour`` (magenta)."""
+    out = np.array(image, dtype=np.uint8)
+    out = out if out.ndim == 3 else cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    bad = np.asarray(valid) == 0
+    out[bad] = ((out[bad].astype(np.uint16) + np.array(colour, np.uint16)) // 2).astype(np.uint8)
+    return out
 
 
 def contact_sheet(tiles: list[np.ndarray], cols: int = 2) -> np.ndarray:

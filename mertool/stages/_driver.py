@@ -6,7 +6,8 @@ previews, returning one :class:`StageResult`.
 
 Failure convention: pure code raises ``ValueError`` / ``LookupError`` (or a
 :class:`~mertool.errors.MertoolError` about one sample's input, e.g. an unreadable
-frame); the driver records it as that sample's failure, logs one warning line, and goes
+frame; or an ``OSError`` / ``EOFError`` from reading a missing or cut-short input file);
+the driver records it as that sample's failure, logs one warning line, and goes
 on with the others. A stage that fails for every sample publishes nothing and stops with
 one error line. Problems with the options or with the input file as a whole are checked
 by the stage before the loop starts and stop it with a ``MertoolError``.
@@ -20,8 +21,9 @@ leaves the input file's values as they are.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -37,7 +39,7 @@ from .stagefile import StageFile, StageWriter, open_stage
 Output = Union[dict[str, np.ndarray], tuple[dict[str, np.ndarray], dict[str, Any]]]
 
 #: Exceptions that mean "this sample cannot be processed" (the others are bugs).
-SAMPLE_ERRORS = (ValueError, LookupError, MertoolError)
+SAMPLE_ERRORS = (ValueError, LookupError, MertoolError, OSError, EOFError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +144,13 @@ def _guarded(job: tuple[Callable[[Case], Output], Case]) -> tuple[Case, Output |
     try:
         return case, compute(case), ""
     except SAMPLE_ERRORS as exc:
-        return case, None, str(exc)
+        return case, None, _reason(exc)
+
+
+def _reason(exc: Exception) -> str:
+    """A failure's one-line reason (an input cut short says so: numpy's EOFError does not)."""
+    text = str(exc) or type(exc).__name__
+    return f"input file cut short ({text})" if isinstance(exc, EOFError) else text
 
 
 def _loaded(load: Callable[[str], Case], ids: Sequence[str], failures: dict[str, str]) -> Iterator[Case]:
@@ -150,7 +158,7 @@ def _loaded(load: Callable[[str], Case], ids: Sequence[str], failures: dict[str,
         try:
             yield load(sid)
         except SAMPLE_ERRORS as exc:
-            failures[sid] = str(exc)
+            failures[sid] = _reason(exc)
 
 
 def _batched(
@@ -212,38 +220,61 @@ def run_stage(
     Raises
     ------
     MertoolError
-        Every sample failed (nothing is published; a re-run retries them).
+        Every sample failed (nothing is published; a re-run retries them), or writing
+        failed (disk full: finished samples are kept for the re-run).
+
+    Notes
+    -----
+    The writer's lock on the output is released when this returns or raises.
     """
-    if writer.complete:
-        logger.info(f"{writer.out}: up to date, nothing to do")
-        sf = open_stage(writer.out)
-        result = StageResult(writer.out, len(sf), sf.failed, up_to_date=True)
-    else:
-        failures: dict[str, str] = {}
-        pending = writer.pending(order)
-        cases = _loaded(load, pending, failures)
-        if compute_batch is not None:
-            bar = tqdm(cases, total=len(pending), desc=desc, unit="sample", disable=not progress or not pending)
-            results = _batched(iter(bar), compute_batch, batch_size)
+    try:
+        if writer.complete:
+            logger.info(f"{writer.out}: up to date, nothing to do")
+            sf = open_stage(writer.out)
+            result = StageResult(writer.out, len(sf), sf.failed, up_to_date=True)
         else:
-            results = parallel_map(_guarded, ((compute, c) for c in cases), jobs=jobs, desc=desc, progress=progress)
-        for case, output, reason in results:
-            if output is None:
-                failures[case.sample_id] = reason
-                continue
-            arrays, update = output if isinstance(output, tuple) else (output, {})
-            writer.add(case.sample_id, arrays, clean_meta({**case.meta, **update}))
-        for sid, reason in failures.items():
-            logger.warning(f"sample {sid}: {reason}")
-            writer.fail(sid, reason)
-        failed = writer.failures()
-        if order and len(failed) == len(order):
-            reasons = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
-            raise MertoolError(f"{writer.out}: no sample could be processed ({reasons})")
-        path = writer.finish(order, stacked=stacked)
-        result = StageResult(path, len(order) - len(failed), failed)
-        if failed:
-            logger.warning(f"{path}: {len(failed)} of {len(order)} sample(s) failed (listed by `mertool info {path}`)")
+            failures: dict[str, str] = {}
+            pending = writer.pending(order)
+            cases = _loaded(load, pending, failures)
+            with contextlib.ExitStack() as finished:  # progress bars end before any error line
+                if compute_batch is not None:
+                    bar = finished.enter_context(
+                        tqdm(cases, total=len(pending), desc=desc, unit="sample", disable=not progress or not pending)
+                    )
+                    results = _batched(iter(bar), compute_batch, batch_size)
+                else:
+                    results = parallel_map(_guarded, ((compute, c) for c in cases), jobs=jobs, desc=desc, progress=progress)
+                finished.enter_context(contextlib.closing(results))
+                result = _record(writer, order, results, failures, stacked)
+    finally:
+        writer.close()
     if preview is not None:
         preview(result.path)
     return result
+
+
+def _record(
+    writer: StageWriter,
+    order: Sequence[str],
+    results: Iterable[tuple[Case, Output | None, str]],
+    failures: dict[str, str],
+    stacked: bool,
+) -> StageResult:
+    """Add each result (or its failure) to the writer, then finish the file."""
+    for case, output, reason in results:
+        if output is None:
+            failures[case.sample_id] = reason
+            continue
+        arrays, update = output if isinstance(output, tuple) else (output, {})
+        writer.add(case.sample_id, arrays, clean_meta({**case.meta, **update}))
+    for sid, reason in failures.items():
+        logger.warning(f"sample {sid}: {reason}")
+        writer.fail(sid, reason)
+    failed = writer.failures()
+    if order and len(failed) == len(order):
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(failed.items())[:3])
+        raise MertoolError(f"{writer.out}: no sample could be processed ({reasons})")
+    path = writer.finish(order, stacked=stacked)
+    if failed:
+        logger.warning(f"{path}: {len(failed)} of {len(order)} sample(s) failed (listed by `mertool info {path}`)")
+    return StageResult(path, len(order) - len(failed), failed)

@@ -3,13 +3,20 @@
 Reads samples.csv (from ``mertool index`` or ``mertool keyframes``) and the clips it
 points to; writes ``aligned.h5`` (stage ``"aligned"``, per-sample groups since clips
 differ in length): ``frames`` (T x S x S x 3 uint8 RGB), ``frame_numbers``,
-``landmarks`` (68 x 2, onset frame, aligned coordinates) and ``transform`` (2 x 3), with
-the sample's fields as meta plus ``n_faces`` (faces found on the onset frame; the
-largest is used, see :mod:`mertool.faces`). The alignment itself is
+``landmarks`` (68 x 2, onset frame, aligned coordinates), ``transform`` (2 x 3) and
+``valid`` (S x S uint8 validity mask: 1 where the pixel comes from the source image),
+with the sample's fields as meta plus ``n_faces`` (faces found on the onset frame; the
+largest is used, see :mod:`mertool.faces`), ``crop`` (the policy used), ``valid_fraction``
+and ``crop_warning`` (empty, or what looked wrong). The alignment itself is
 :func:`mertool.preprocess.align.align_clip`.
 
-A clip that cannot be aligned (no face, unreadable frame) is left out with its reason
-(listed by ``mertool info``); the others finish.
+Crop policy: ``crop="auto"`` (the default) takes each clip's from its dataset: ``none``
+where the dataset adapter declares its frames pre-cropped (CASME II, SAMM), else
+``similarity`` (raw video, manifests, the synthetic data, whose face fills about half of
+the frame). A clip under :data:`LOW_VALID` valid pixels is warned about by name.
+
+A clip that cannot be aligned (no face, unreadable frame, frames of different sizes) is
+left out with its reason (listed by ``mertool info``); the others finish.
 """
 
 from __future__ import annotations
@@ -27,13 +34,15 @@ from .. import faces
 from ..config import StageConfig
 from ..errors import MertoolError
 from ..log import logger
-from ..preprocess.align import align_clip, template_eyes
-from ..preprocess.render import contact_sheet, landmarks_tile
-from ..samples import Sample, clip_numbers, load_frames, read_samples
+from ..preprocess.align import CROP_POLICIES, FrameSizeError, align_clip, template_eyes
+from ..preprocess.render import contact_sheet, landmarks_tile, shade_invalid
+from ..samples import Sample, clip_fingerprints, clip_numbers, load_frames, read_samples
 from ._driver import Case, StageResult, run_stage
-from .stagefile import StageWriter, open_stage
+from .stagefile import StageFile, StageWriter, open_stage
 
 PREVIEW_COUNT = 16  # clips on the --preview contact sheet
+LOW_VALID = 0.8  # clips with a smaller valid fraction are warned about
+SMALL_FACE = 0.2  # crop "none": a landmark box under this fraction of the frame is suspicious
 
 
 @dataclasses.dataclass
@@ -53,7 +62,10 @@ class AlignConfig(StageConfig):
     frames : {"all", "keyframes"}
         Store every frame onset..offset, or only onset and apex.
     interpolation : {"cubic", "linear"}
-        Resampling used by the warp.
+        Resampling used by the warp or resize.
+    crop : {"auto", "similarity", "box", "none"}
+        Crop policy (:mod:`mertool.preprocess.align`); ``auto`` follows each clip's
+        dataset (see the module docstring).
     """
 
     size: int = 224
@@ -62,6 +74,7 @@ class AlignConfig(StageConfig):
     upsample: int = 1
     frames: str = "all"
     interpolation: str = "cubic"
+    crop: str = "auto"
 
     def validate(self) -> None:
         if not 16 <= self.size <= 2048:
@@ -76,10 +89,22 @@ class AlignConfig(StageConfig):
             raise MertoolError(f"frames must be all or keyframes, got {self.frames!r}")
         if self.interpolation not in ("cubic", "linear"):
             raise MertoolError(f"interpolation must be cubic or linear, got {self.interpolation!r}")
+        if self.crop not in ("auto", *CROP_POLICIES):
+            raise MertoolError(f"crop must be one of auto, {', '.join(CROP_POLICIES)}, got {self.crop!r}")
 
-    def align_options(self) -> dict[str, Any]:
-        """The keywords of :func:`~mertool.preprocess.align.align_clip` (all but ``frames``)."""
-        return {k: getattr(self, k) for k in ("size", "margin", "detector", "upsample", "interpolation")}
+    def align_options(self, crop: str) -> dict[str, Any]:
+        """The keywords of :func:`~mertool.preprocess.align.align_clip` (all but ``frames``)
+        for a clip whose policy (``auto`` resolved) is ``crop``."""
+        options = {k: getattr(self, k) for k in ("size", "margin", "detector", "upsample", "interpolation")}
+        return {**options, "crop": crop}
+
+
+def default_crop(dataset: str) -> str:
+    """The ``auto`` crop policy of a clip of ``dataset``: ``none`` when its adapter declares
+    the frames pre-cropped, else ``similarity``."""
+    from .. import datasets  # fills the adapter registry (the adapters import pandas: not at start-up)
+
+    return "none" if datasets._registry.is_pre_cropped(dataset) else "similarity"
 
 
 def sample_meta(sample: Sample) -> dict[str, Any]:
@@ -110,28 +135,57 @@ def frame_numbers(sample: Sample, frames: str) -> list[int]:
 def align_case(case: Case, *, config: AlignConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and align one clip (module-level: runs in worker processes).
 
+    ``case.inputs`` is ``(sample, crop policy)``.
+
     Raises
     ------
     LookupError
         No face on the onset frame (the reason names the clip and what to try).
     ValueError
-        Frames of different sizes.
+        Frames of different sizes (naming the clip and the frame).
     MertoolError
         A frame is missing or unreadable.
     """
-    sample: Sample = case.inputs
+    sample, crop = case.inputs
     numbers = frame_numbers(sample, config.frames)
     try:
-        result = align_clip(load_frames(sample, numbers), **config.align_options())
-    except LookupError:
+        result = align_clip(load_frames(sample, numbers), **config.align_options(crop))
+    except LookupError:  # crop "none" does without a face
         raise LookupError(
-            f"no face found on the onset frame of {sample.source()}; try --upsample 2 or --detector cnn"
+            f"no face found on the onset frame of {sample.source()} (--crop {crop}); try --upsample 2 or "
+            "--detector cnn, or --crop none for frames that are already face crops"
+        ) from None
+    except FrameSizeError as exc:
+        (h, w), (h0, w0) = exc.shape, exc.first
+        raise ValueError(
+            f"sample {sample.sample_id} ({sample.source()}): frame {numbers[exc.index]} is {w}x{h}, "
+            f"but frame {numbers[0]} is {w0}x{h0}; every frame of a clip must have one size"
         ) from None
     except ValueError as exc:
         raise ValueError(f"{sample.source()}: {exc}") from None
-    n_faces = int(result.pop("n_faces"))
+    n_faces, valid = int(result.pop("n_faces")), result["valid"]
     result["frame_numbers"] = np.asarray(numbers, dtype=np.int64)
-    return result, {"n_faces": n_faces}
+    update = {
+        "n_faces": n_faces,
+        "crop": crop,
+        "valid_fraction": round(float(valid.mean()), 4),
+        "crop_warning": _crop_warning(crop, n_faces, bool(result.pop("clamped")), float(result.pop("face_fraction"))),
+    }
+    return result, update
+
+
+def _crop_warning(crop: str, n_faces: int, clamped: bool, face_fraction: float) -> str:
+    """What looked wrong with a clip's crop ("" when nothing did)."""
+    if clamped:
+        return "the face lies partly outside the frame: the box was clamped to the image"
+    if crop == "none" and n_faces == 0:
+        return "no face found on the onset frame (landmarks left empty; frames used as they are)"
+    if crop == "none" and face_fraction < SMALL_FACE:
+        return (
+            f"the face covers only {face_fraction:.0%} of the frame: are these frames face crops? "
+            "(try --crop box or --crop similarity)"
+        )
+    return ""
 
 
 def run_align(
@@ -159,8 +213,8 @@ def run_align(
     overwrite : bool
         Replace an output made with other parameters or inputs.
     preview : path, optional
-        Folder for a PNG contact sheet (onset and apex of the first clips, landmarks and
-        template eyes drawn).
+        Folder for a PNG contact sheet (:func:`write_preview`: onset and apex of the first
+        clips, landmarks drawn, invalid pixels shaded).
     progress : bool
         Show a progress bar.
 
@@ -173,18 +227,19 @@ def run_align(
     config = config or AlignConfig()
     config.validate()
     rows = read_samples(samples_csv)
-    samples = {s.sample_id: s for s in rows}
-    if len(samples) != len(rows):
-        twice = sorted(sid for sid, n in Counter(s.sample_id for s in rows).items() if n > 1)
-        raise MertoolError(f"{samples_csv}: sample id(s) listed twice: {', '.join(twice[:5])}")
-    writer = StageWriter(out, "aligned", config.to_dict(), upstream=[samples_csv], overwrite=overwrite)
+    samples = {s.sample_id: s for s in rows}  # ids are unique (read_samples checks)
+    writer = StageWriter(out, "aligned", config.to_dict(), upstream=[samples_csv], overwrite=overwrite, fingerprints=clip_fingerprints(rows))
     if not writer.complete:  # a missing dlib model is the installation's problem, not each clip's
         faces.face_detector(config.detector)
         faces.landmark_model()
+    crops = {sid: config.crop if config.crop != "auto" else default_crop(s.dataset) for sid, s in samples.items()}
+    how = "" if config.crop != "auto" else " (auto: from each dataset's pre-cropped declaration)"
+    counts = Counter(crops.values())
+    logger.info("crop " + ", ".join(f"{crop} for {n} clip(s)" for crop, n in sorted(counts.items())) + how)
     result = run_stage(
         writer,
         list(samples),
-        lambda sid: Case(sid, sample_meta(samples[sid]), samples[sid]),
+        lambda sid: Case(sid, sample_meta(samples[sid]), (samples[sid], crops[sid])),
         functools.partial(align_case, config=config),
         stacked=False,
         desc="align",
@@ -193,19 +248,63 @@ def run_align(
         progress=progress,
     )
     if not result.up_to_date:
-        _report_faces(result.path)
+        _report(open_stage(result.path))
     return result
 
 
-def _report_faces(path: Path) -> None:
-    sf = open_stage(path)
-    for sid, n in zip(sf.sample_ids, sf.meta.get("n_faces", [])):
-        if str(n).isdigit() and int(n) > 1:  # "" for clips aligned by an older version
-            logger.info(f"sample {sid}: {n} faces found, using the largest")
+def _report(sf: StageFile) -> None:
+    """Log what deserves a look: several faces, crop warnings, clips under :data:`LOW_VALID` valid."""
+    for sid in sf.sample_ids:
+        meta = sf.meta_of(sid)
+        if isinstance(meta.get("n_faces"), int) and meta["n_faces"] > 1:  # "" in files of older versions
+            logger.info(f"sample {sid}: {meta['n_faces']} faces found, using the largest")
+        if meta.get("crop_warning"):
+            logger.warning(f"sample {sid}: {meta['crop_warning']}")
+    summary = valid_fraction_summary(sf)
+    for sid, fraction in (summary or {}).get("low", {}).items():
+        logger.warning(
+            f"sample {sid}: only {fraction:.0%} of its aligned pixels come from the image "
+            f"(crop {sf.meta_of(sid).get('crop')}; the rest replicates the border and is masked out)"
+        )
+
+
+def valid_fraction_summary(stage_file: StageFile | str | Path, threshold: float = LOW_VALID) -> dict[str, Any] | None:
+    """Valid fraction of the clips of an aligned file (or a file made from one).
+
+    Parameters
+    ----------
+    stage_file : StageFile or path
+        A stage file whose per-sample meta has ``valid_fraction`` (``mertool align``
+        writes it; ``flow``, ``dynimg`` and ``pairs`` files carry the aligned meta on).
+    threshold : float
+        Clips below it are listed in ``low``.
+
+    Returns
+    -------
+    dict or None
+        ``{"clips": n, "min": f, "median": f, "low": {sample_id: f}}`` over the clips
+        that record it; None when none does (a file from before validity masks).
+    """
+    sf = stage_file if isinstance(stage_file, StageFile) else open_stage(stage_file)
+    found = {
+        sid: float(v)
+        for sid, v in zip(sf.sample_ids, sf.meta.get("valid_fraction", []))
+        if isinstance(v, (int, float)) and np.isfinite(v)
+    }
+    if not found:
+        return None
+    values = np.array(list(found.values()))
+    return {
+        "clips": len(found),
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "low": {sid: f for sid, f in found.items() if f < threshold},
+    }
 
 
 def write_preview(aligned_h5: str | Path, folder: str | Path, max_samples: int = PREVIEW_COUNT) -> Path:
-    """PNG contact sheet: aligned onset and apex of a few clips, landmarks drawn, template eyes marked."""
+    """PNG contact sheet: aligned onset and apex of a few clips, landmarks drawn, pixels from
+    outside the image shaded, the template eyes marked on ``similarity`` crops."""
     sf = open_stage(aligned_h5, expect="aligned")
     if not len(sf):
         raise MertoolError(f"{aligned_h5}: no aligned samples to preview")
@@ -216,7 +315,14 @@ def write_preview(aligned_h5: str | Path, folder: str | Path, max_samples: int =
         numbers = list(data["frame_numbers"])
         apex = meta["apex"] if meta["apex"] in numbers else numbers[len(numbers) // 2]
         pair = [data["frames"][0], data["frames"][numbers.index(apex)]]
-        tiles.append(landmarks_tile(pair, data["landmarks"], eyes, f"{sid} [{meta['label']}]"))
+        if "valid" in data:
+            pair = [shade_invalid(f, data["valid"]) for f in pair]
+        crop = meta.get("crop") or "similarity"  # files from before crop policies
+        marks = eyes if crop == "similarity" else np.zeros((0, 2))
+        text = f"{sid} [{meta['label']}] {crop}"
+        if isinstance(meta.get("valid_fraction"), float):
+            text += f" {meta['valid_fraction']:.0%} valid"
+        tiles.append(landmarks_tile(pair, data["landmarks"], marks, text))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "aligned_contact_sheet.png"

@@ -5,7 +5,9 @@ clip is never in memory whole; the images are made by
 :func:`mertool.preprocess.dynimg.clip_dynamic_images`. dynimg.h5 holds stacked
 ``dynimg`` (N x P x C x S x S float32) and ``phase_frames`` (N x P int64, frames per
 phase), with the aligned file's meta (``apex`` / ``apex_source`` from ``--samples`` where
-it knows them).
+it knows them). Where the aligned clip has a validity mask (``valid``), the images are
+normalised over its valid pixels and set to 0 outside them (``invalid="zero"``), or the
+mask is ignored (``invalid="keep"``); the choice is recorded with the other options.
 
 Every sample is checked before any work starts, and a bad one stops the stage with an
 error naming it: the clip must hold every frame onset..offset (not ``align --frames
@@ -29,6 +31,7 @@ from ..io import safe_name
 from ..preprocess.dynimg import (
     CHUNK,
     FRAME_NORMS,
+    INVALID_MODES,
     NORMALIZATIONS,
     PHASES,
     STAGE_KINDS,
@@ -62,6 +65,9 @@ class DynimgConfig(StageConfig):
         Per-image rescaling of the stored dynamic images.
     frame_norm : {"none", "mean"}
         Per-frame preprocessing: ``mean`` removes each frame's channel means.
+    invalid : {"zero", "keep"}
+        Pixels from outside the source image (the aligned clip's validity mask): set to
+        0, or kept.
     """
 
     phases: str = "onset,offset"
@@ -70,6 +76,7 @@ class DynimgConfig(StageConfig):
     channels: int = 3
     normalize: str = "minmax"
     frame_norm: str = "none"
+    invalid: str = "zero"
 
     def __post_init__(self) -> None:
         if isinstance(self.phases, (list, tuple)):
@@ -96,16 +103,20 @@ class DynimgConfig(StageConfig):
             raise MertoolError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
         if self.frame_norm not in FRAME_NORMS:
             raise MertoolError(f"frame_norm must be one of {', '.join(FRAME_NORMS)}, got {self.frame_norm!r}")
+        if self.invalid not in INVALID_MODES:
+            raise MertoolError(f"invalid must be one of {', '.join(INVALID_MODES)}, got {self.invalid!r}")
 
 
 def compute_clip(case: Case, *, source: StageFile, config: DynimgConfig) -> dict[str, np.ndarray]:
     """One sample's phase dynamic images, its frames streamed from ``source``.
 
     ``case.inputs`` holds the clip's frame numbers; onset, apex and offset come from
-    ``case.meta``. Module-level (with the config passed by keyword) so that it pickles
-    to worker processes.
+    ``case.meta``; the validity mask, where the aligned file has one, from ``source``.
+    Module-level (with the config passed by keyword) so that it pickles to worker
+    processes.
     """
     meta = case.meta
+    valid = source.sample(case.sample_id, ["valid"])["valid"] if "valid" in source.array_names() else None
     images, lengths = clip_dynamic_images(
         source.iter_frames(case.sample_id, CHUNK),
         case.inputs,
@@ -118,6 +129,8 @@ def compute_clip(case: Case, *, source: StageFile, config: DynimgConfig) -> dict
         size=config.size,
         channels=config.channels,
         normalize=config.normalize,
+        valid=valid,
+        invalid=config.invalid,
     )
     return {"dynimg": images, "phase_frames": lengths}
 

@@ -4,7 +4,24 @@ Reads ``aligned.h5`` (``mertool align``) and writes ``flow.h5`` (stage ``flow``)
 ``pairs="apex"`` the onset->apex maps, stacked as ``flow`` N x 3 x S x S float32 (u, v,
 strain); with ``pairs="all"`` onset->every frame, per sample ``flow`` T x 3 x S x S plus
 ``frame_numbers``. Per-sample meta is the aligned file's, with the ``--samples`` apex
-applied (:func:`._driver.apex_overrides`).
+applied (:func:`._driver.apex_overrides`). Where the aligned clip has a validity mask
+(``valid``), map pixels from outside the source image are set to 0 (``invalid="zero"``,
+after normalising over the valid ones) or kept (``invalid="keep"``).
+
+Presets (:attr:`FlowConfig.PRESETS`) reproduce published inputs, each from its source:
+
+``offtanet``
+    Off-TANet (Zhang, Liu & Zhou, PRICAI 2021) and the authors' released preprocessing:
+    frames resized to 112 x 112 (bicubic) before gray, OpenCV Dual TV-L1 with its
+    defaults, strain from raw ``cv2.Sobel`` derivatives (float32, ksize 3, no division)
+    with the paper's Eq. 4 (``strain_formula="published"`` is the authors' code path,
+    u_y^2 in place of v_y^2). For the exact inputs, align with ``--crop none --size 112``
+    (the dataset crop resized once).
+``ststnet``
+    STSTNet (Liong et al., FG 2019) and the widely shared composite (MEGC 2019) inputs:
+    28 x 28 u, v, strain maps, each channel min-max scaled to 0..255 per sample
+    (``minmax255``), stored u, v, strain -- the order ``mertool import`` gives those
+    images, so features made here and imported composite images share one scale.
 
 The algorithms are :mod:`mertool.preprocess.tvl1` and :mod:`mertool.preprocess.strain`.
 """
@@ -25,8 +42,9 @@ from ..errors import MertoolError
 from ..io import safe_name
 from ..log import logger
 from ..preprocess.render import preview_panel
-from ..preprocess.strain import NORMALISATIONS, STRAIN_METHODS, flow_features
-from ..preprocess.tvl1 import BACKENDS, TVL1Params, check_backend, prepare_frame, tvl1_many
+from ..preprocess.strain import INVALID_MODES, NORMALISATIONS, STRAIN_FORMULAS, STRAIN_METHODS, flow_features
+from ..preprocess.tvl1 import prepare_frame, tvl1_many
+from ..preprocess.tvl1_params import BACKENDS, TVL1Params, check_backend
 from ._driver import Case, Output, StageResult, apex_overrides, case_meta, inputs_of, run_stage
 from .stagefile import StageFile, StageWriter, open_stage
 
@@ -42,7 +60,7 @@ class FlowConfig(StageConfig):
     ``flow_size``: frames are resized (bicubic) to this before the flow (0 = aligned
     size); ``size``: side of the stored maps. ``pairs``: ``apex`` (onset->apex, stacked
     N x 3 x S x S) or ``all`` (onset->every frame, T x 3 x S x S per sample).
-    ``strain``, ``normalise``, ``rescale_flow``: see
+    ``strain``, ``strain_formula``, ``normalise``, ``rescale_flow``, ``invalid``: see
     :func:`mertool.preprocess.strain.flow_features`. The fields from ``tau`` on are
     :class:`~mertool.preprocess.tvl1.TVL1Params` (:meth:`tvl1`), kept flat so that the
     recorded parameters stay one flat dict.
@@ -50,11 +68,13 @@ class FlowConfig(StageConfig):
 
     #: Presets only set defaults; every value stays overridable and is recorded.
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        # Off-TANet: onset/apex resized to 112x112 (bicubic), grayscale, OpenCV defaults,
-        # 3x3 Sobel derivatives for strain, channels u, v, strain, no normalisation.
-        "offtanet": {"flow_size": 112, "size": 112, "strain": "sobel", "normalise": "none"},
-        # STSTNet: 28x28 u, v, strain (flow computed at 112, then area-resized to 28).
-        "ststnet": {"flow_size": 112, "size": 28, "strain": "sobel", "normalise": "none"},
+        # Off-TANet (PRICAI 2021, authors' preprocessing): onset/apex resized to 112x112
+        # (bicubic), grayscale, OpenCV defaults, strain Eq. 4 from raw 3x3 cv2.Sobel
+        # derivatives, channels u, v, strain, no normalisation.
+        "offtanet": {"flow_size": 112, "size": 112, "strain": "sobel-raw", "strain_formula": "eq4", "normalise": "none"},
+        # STSTNet (FG 2019) / composite MEGC 2019 images: 28x28 u, v, strain (flow at
+        # 112, area-resized to 28), each channel min-max to 0..255 per sample.
+        "ststnet": {"flow_size": 112, "size": 28, "strain": "sobel", "strain_formula": "eq4", "normalise": "minmax255"},
     }
     ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
 
@@ -63,8 +83,10 @@ class FlowConfig(StageConfig):
     flow_size: int = 112
     pairs: str = "apex"
     normalise: str = "none"
-    strain: str = "sobel"
+    strain: str = "sobel-raw"
+    strain_formula: str = "eq4"
     rescale_flow: bool = True
+    invalid: str = "zero"
     backend: str = "opencv"
     tau: float = _TVL1.tau
     lambda_: float = _TVL1.lambda_
@@ -83,6 +105,8 @@ class FlowConfig(StageConfig):
             ("pairs", PAIR_MODES),
             ("normalise", NORMALISATIONS),
             ("strain", STRAIN_METHODS),
+            ("strain_formula", STRAIN_FORMULAS),
+            ("invalid", INVALID_MODES),
             ("backend", BACKENDS),
         ):
             if getattr(self, name) not in allowed:
@@ -102,7 +126,8 @@ class FlowConfig(StageConfig):
 
     def features(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~mertool.preprocess.strain.flow_features`."""
-        return {"size": self.size, "strain": self.strain, "normalise": self.normalise, "rescale_flow": self.rescale_flow}
+        names = ("size", "strain", "strain_formula", "normalise", "rescale_flow", "invalid")
+        return {name: getattr(self, name) for name in names}
 
 
 # --- one sample -------------------------------------------------------------------------
@@ -122,8 +147,9 @@ def _pair_indices(numbers: list[int], meta: dict[str, Any], pairs: str) -> tuple
 
 def _frame_pairs(
     arrays: dict[str, np.ndarray], meta: dict[str, Any], config: FlowConfig
-) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """``(onset, targets, target frame numbers)`` of one aligned sample, as the solver's gray frames."""
+) -> tuple[np.ndarray, list[np.ndarray], list[int], np.ndarray | None]:
+    """``(onset, targets, target frame numbers, validity mask or None)`` of one aligned
+    sample, the frames as the solver's gray frames."""
     if "frames" not in arrays or "frame_numbers" not in arrays:
         raise ValueError("aligned.h5 lacks 'frames'/'frame_numbers' (made by another mertool version?)")
     frames, numbers = arrays["frames"], [int(n) for n in arrays["frame_numbers"]]
@@ -131,12 +157,13 @@ def _frame_pairs(
         raise ValueError(f"frames array of shape {frames.shape} does not fit {len(numbers)} frame numbers")
     first, idx = _pair_indices(numbers, meta, config.pairs)
     targets = [prepare_frame(frames[i], config.flow_size) for i in idx]
-    return prepare_frame(frames[first], config.flow_size), targets, [numbers[i] for i in idx]
+    valid = arrays.get("valid")  # absent in files aligned before validity masks
+    return prepare_frame(frames[first], config.flow_size), targets, [numbers[i] for i in idx], valid
 
 
-def _stored(flows: np.ndarray, numbers: list[int], config: FlowConfig) -> dict[str, np.ndarray]:
+def _stored(flows: np.ndarray, numbers: list[int], valid: np.ndarray | None, config: FlowConfig) -> dict[str, np.ndarray]:
     """A sample's flows as the arrays written for it; non-finite maps fail the sample."""
-    x = flow_features(flows, **config.features())
+    x = flow_features(flows, **config.features(), valid=valid)
     bad = int((~np.isfinite(x)).sum())
     if bad:
         raise ValueError(f"non-finite values ({bad}) in the flow/strain")
@@ -154,8 +181,8 @@ def run_case(case: Case, *, config: FlowConfig, params: TVL1Params, threads: int
     """
     if threads:
         cv2.setNumThreads(threads)
-    first, targets, numbers = case.inputs
-    return _stored(tvl1_many([first] * len(targets), targets, params=params), numbers, config)
+    first, targets, numbers, valid = case.inputs
+    return _stored(tvl1_many([first] * len(targets), targets, params=params), numbers, valid, config)
 
 
 def run_batch(
@@ -182,9 +209,9 @@ def run_batch(
             continue
         at = 0
         for k in ks:
-            _, targets, numbers = cases[k].inputs
+            _, targets, numbers, valid = cases[k].inputs
             try:
-                out[k] = _stored(flows[at : at + len(targets)], numbers, config)
+                out[k] = _stored(flows[at : at + len(targets)], numbers, valid, config)
             except ValueError as exc:
                 out[k] = exc
             at += len(targets)

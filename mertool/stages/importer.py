@@ -9,7 +9,15 @@ u, v, strain), so ``mertool train`` reads it unchanged.
 ``channels`` names each channel of a file in the order it is stored: for images, as
 OpenCV reads them (B, G, R), so ``strain,v,u`` fits files written from an RGB-ordered
 (u, v, strain) array; for arrays, the channel axis order. ``-`` ignores a channel;
-``os`` is accepted for strain. Images become float32 in [0, 1]; arrays keep their values.
+``os`` is accepted for strain.
+
+``scale`` says how image values are kept: ``raw`` as read (0..255 for 8-bit images, the
+values the published composite-image models, e.g. STSTNet, were trained on) or ``unit``
+(divided by 255, or 65535 for 16-bit images). Arrays keep their values. The flow
+encoding (:mod:`mertool.stages.contents`) is recorded with the parameters: images
+``minmax-byte`` (raw) or ``minmax-unit`` (unit), arrays ``signed``, unless ``encoding``
+says otherwise; ``mertool train`` checks it against the model and ``flow_hflip``
+mirrors by it.
 """
 
 from __future__ import annotations
@@ -26,11 +34,17 @@ import numpy as np
 from ..errors import MertoolError
 from ..log import logger
 from ._driver import Case, StageResult, run_stage
+from .contents import ENCODINGS
 from .stagefile import StageWriter
 
 PLANES = ("u", "v", "strain")
 ARRAY_SUFFIXES = (".npy", ".npz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SCALES = ("raw", "unit")
+#: The flow encoding of imported images at each scale.
+IMAGE_ENCODING = {"raw": "minmax-byte", "unit": "minmax-unit"}
+#: Unmatched names listed in a message.
+LISTED = 20
 
 
 def parse_channels(text: str) -> list[str]:
@@ -50,20 +64,28 @@ def match_key(name: str) -> str:
     return re.sub(r"\s+", "", stem).lower()
 
 
-def read_planes(path: Path, channels: list[str]) -> np.ndarray:
-    """One file -> 3 x H x W float32 (u, v, strain)."""
+def _read_image(path: Path, scale: str) -> np.ndarray:
+    """An image file as C x H x W float32, its values kept (``raw``, 8-bit only) or divided to 0..1 (``unit``)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise MertoolError(f"{path}: unreadable image")
+    if scale == "raw" and img.dtype != np.uint8:
+        raise MertoolError(f"{path}: {img.dtype} image; --scale raw keeps 0..255 of 8-bit images only, use --scale unit")
+    arr = img.astype(np.float32)
+    if scale == "unit":
+        arr /= 65535.0 if img.dtype == np.uint16 else 255.0
+    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def read_planes(path: Path, channels: list[str], scale: str = "raw") -> np.ndarray:
+    """One file -> 3 x H x W float32 (u, v, strain); ``scale`` applies to images (module notes)."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise MertoolError(f"{path}: unreadable image")
-        scale = 65535.0 if img.dtype == np.uint16 else 255.0
-        arr = img.astype(np.float32) / scale
-        arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+        arr = _read_image(path, scale)
     else:
         try:
             loaded = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut-short file
             raise MertoolError(f"{path}: not a readable .npy/.npz ({exc})") from None
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
@@ -126,8 +148,19 @@ def _files_by_key(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _match(rows: list[dict[str, str]], files: dict[str, Path], labels_csv: Path) -> list[tuple[dict[str, str], Path]]:
-    """(CSV row, file) pairs in CSV order; rows and files without a partner are logged."""
+def _names(items: list[str]) -> str:
+    """The first :data:`LISTED` names, comma-separated (``...`` when there are more)."""
+    return ", ".join(items[:LISTED]) + (" ..." if len(items) > LISTED else "")
+
+
+def _match(
+    rows: list[dict[str, str]], files: dict[str, Path], labels_csv: Path, allow_missing: bool
+) -> list[tuple[dict[str, str], Path]]:
+    """(CSV row, file) pairs in CSV order.
+
+    Rows without a file stop the import (a warning with ``allow_missing``); files without
+    a row are a warning.
+    """
     matched, unmatched_rows, seen = [], [], set()
     for line, row in enumerate(rows, start=2):
         key = match_key(row["sample"])
@@ -140,18 +173,40 @@ def _match(rows: list[dict[str, str]], files: dict[str, Path], labels_csv: Path)
             matched.append((row, files[key]))
         else:
             unmatched_rows.append(row["sample"])
+    example = next(iter(files.values()))
+    folder = example.parent
     if not matched:
-        example = next(iter(files.values()))
-        raise MertoolError(f"{labels_csv}: no CSV row matches a file in {example.parent} (e.g. {example.name})")
-    unmatched = {"CSV row(s) without a file": unmatched_rows,
-                 "file(s) without a CSV row": sorted(p.name for k, p in files.items() if k not in seen)}
-    for what, items in unmatched.items():
-        if items:
-            logger.warning(f"{len(items)} {what}: {', '.join(items[:20])}{' ...' if len(items) > 20 else ''}")
+        raise MertoolError(f"{labels_csv}: no CSV row matches a file in {folder} (e.g. {example.name})")
+    if unmatched_rows:
+        text = f"{labels_csv}: {len(unmatched_rows)} of {len(rows)} CSV row(s) match no file in {folder}: {_names(unmatched_rows)}"
+        if not allow_missing:
+            raise MertoolError(
+                f"{text}; check --sample-col (its values must be the file names, extension optional), "
+                f"or pass --allow-missing to import the {len(matched)} that match"
+            )
+        logger.warning(text)
+    orphans = sorted(p.name for k, p in files.items() if k not in seen)
+    if orphans:
+        logger.warning(f"{len(orphans)} file(s) in {folder} without a CSV row (not imported): {_names(orphans)}")
     return matched
 
 
-def _check_sizes(matched: list[tuple[dict[str, str], Path]], channels: list[str]) -> None:
+def _encoding(matched: list[tuple[dict[str, str], Path]], scale: str, encoding: str | None) -> str:
+    """The flow encoding to record: ``encoding`` if given, else by file kind (images by ``scale``)."""
+    if encoding is not None:
+        if encoding not in ENCODINGS:
+            raise MertoolError(f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+        return encoding
+    kinds = {p.suffix.lower() in IMAGE_SUFFIXES for _, p in matched}
+    if len(kinds) > 1:
+        raise MertoolError(
+            f"{matched[0][1].parent}: holds both images and arrays; say how they are encoded with --encoding "
+            f"({', '.join(ENCODINGS)})"
+        )
+    return IMAGE_ENCODING[scale] if kinds == {True} else "signed"
+
+
+def _check_sizes(matched: list[tuple[dict[str, str], Path]], channels: list[str], scale: str) -> None:
     """Files kept at their own size must agree on it (unreadable ones fail later, per sample).
 
     This reads each file once more than the import itself: a stacked stage file has one
@@ -160,7 +215,7 @@ def _check_sizes(matched: list[tuple[dict[str, str], Path]], channels: list[str]
     first = None
     for _, path in matched:
         try:
-            shape = read_planes(path, channels).shape
+            shape = read_planes(path, channels, scale).shape
         except MertoolError:
             continue
         if first is None:
@@ -169,9 +224,9 @@ def _check_sizes(matched: list[tuple[dict[str, str], Path]], channels: list[str]
             raise MertoolError(f"{path}: planes of shape {shape[1:]}, others {first[1:]}; pass --size to resize")
 
 
-def import_case(case: Case, *, channels: list[str], size: int) -> dict[str, np.ndarray]:
+def import_case(case: Case, *, channels: list[str], size: int, scale: str) -> dict[str, np.ndarray]:
     """One sample's file as ``flow`` (3 x S x S float32: u, v, strain), resized to ``size`` if set."""
-    planes = read_planes(case.inputs, channels)
+    planes = read_planes(case.inputs, channels, scale)
     if size:
         planes = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_CUBIC) for p in planes])
     return {"flow": planes.astype(np.float32)}
@@ -184,6 +239,9 @@ def import_flow(
     *,
     channels: str = "u,v,strain",
     size: int = 0,
+    scale: str = "raw",
+    encoding: str | None = None,
+    allow_missing: bool = False,
     sample_col: str = "sample",
     subject_col: str = "subject",
     label_col: str = "label",
@@ -206,6 +264,16 @@ def import_flow(
         Names of the stored channels in file order (see module notes).
     size : int
         Resize every plane to ``size`` x ``size`` (bicubic); 0 keeps the files' size.
+    scale : {"raw", "unit"}
+        Image values as read (``raw``: 0..255, 8-bit images only) or divided to 0..1
+        (``unit``). Arrays keep their values.
+    encoding : str, optional
+        The flow encoding to record (``signed``, ``minmax-unit``, ``minmax-byte``;
+        see :mod:`mertool.stages.contents`) [default: images ``minmax-byte`` (raw) or
+        ``minmax-unit`` (unit), arrays ``signed``].
+    allow_missing : bool
+        Import the rows that have a file when others have none (a warning), instead of
+        stopping.
     sample_col, subject_col, label_col : str
         Column names in ``labels_csv`` (case and surrounding blanks ignored).
     jobs : int
@@ -218,27 +286,33 @@ def import_flow(
     Returns
     -------
     StageResult
-        The samples are the CSV rows with a file; rows without a file and files without
-        a row are logged as warnings. An unreadable file is a failed sample.
+        The samples are the CSV rows with a file; files without a row are logged as a
+        warning. An unreadable file is a failed sample.
 
     Raises
     ------
     MertoolError
-        Missing folder/CSV/columns, bad channels or size, two files for one sample,
-        differing sizes without ``size``, nothing matched, empty subject or label, or no
-        file readable.
+        Missing folder/CSV/columns, bad channels, size, scale or encoding, two files for
+        one sample, CSV rows without a file (unless ``allow_missing``), images and arrays
+        mixed without ``encoding``, differing sizes without ``size``, empty subject or
+        label, or no file readable.
     """
     folder, labels_csv = Path(folder), Path(labels_csv)
     names = parse_channels(channels)
     if size < 0 or size == 1:
         raise MertoolError(f"size must be 0 (keep) or >= 2, got {size}")
+    if scale not in SCALES:
+        raise MertoolError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     files = _files_by_key(folder)
-    matched = _match(_read_csv(labels_csv, sample_col, subject_col, label_col), files, labels_csv)
+    matched = _match(_read_csv(labels_csv, sample_col, subject_col, label_col), files, labels_csv, allow_missing)
     listing = hashlib.sha256("\n".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for _, p in matched).encode())
-    params = {"source": "import", "folder": str(folder), "channels": names, "size": size, "files": listing.hexdigest()[:16]}
+    params = {
+        "source": "import", "folder": str(folder), "channels": names, "size": size, "scale": scale,
+        "encoding": _encoding(matched, scale, encoding), "files": listing.hexdigest()[:16],
+    }
     writer = StageWriter(out, "flow", params, upstream=[labels_csv], overwrite=overwrite)
     if not size and not writer.complete:
-        _check_sizes(matched, names)
+        _check_sizes(matched, names, scale)
     cases = {
         row["sample"]: Case(row["sample"], {
             "subject": row["subject"], "label": row["label"], "dataset": row["dataset"], "clip": path.name,
@@ -250,7 +324,7 @@ def import_flow(
         writer,
         list(cases),
         cases.__getitem__,
-        functools.partial(import_case, channels=names, size=size),
+        functools.partial(import_case, channels=names, size=size, scale=scale),
         stacked=True,
         desc="import",
         jobs=jobs,

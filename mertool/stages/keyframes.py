@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import StageConfig
-from ..errors import MertoolError
+from ..errors import MertoolError, UsageError
 from ..log import logger
 from ..preprocess.keyframes import METHODS, spot_apex
 from ..samples import Sample, read_samples, write_samples
@@ -143,7 +143,7 @@ def repair_apex(
     config = config or KeyframesConfig()
     config.validate()
     if config.method != "midpoint" and aligned is None:
-        raise MertoolError(f"method {config.method} needs aligned (an aligned.h5 from `mertool align`); or use method midpoint")
+        raise UsageError(f"method {config.method} needs aligned (an aligned.h5 from `mertool align`); or use method midpoint")
     stage = open_stage(aligned, expect="aligned") if aligned is not None else None
     out, repaired, fallback = [], {}, {}
     for s in samples:
@@ -267,9 +267,9 @@ def run_keyframes(
     config = config or KeyframesConfig()
     config.validate()
     if out is None and not evaluate:
-        raise MertoolError("nothing to do: give out (the samples.csv to write) or evaluate")
+        raise UsageError("nothing to do: give out (the samples.csv to write) or evaluate")
     if evaluate and aligned is None:
-        raise MertoolError("evaluate needs aligned (an aligned.h5 from `mertool align` with every frame)")
+        raise UsageError("evaluate needs aligned (an aligned.h5 from `mertool align` with every frame)")
     samples = read_samples(samples_csv)
     evaluation = evaluate_apex(samples, aligned, METHODS, config.smooth) if evaluate else []
     repaired: dict[str, str] = {}

@@ -1,29 +1,51 @@
-"""HDF5 stage files: provenance, resume and crash safety.
+"""HDF5 stage files: provenance, resume, one writer per output, verified publication.
 
 One stage writes one ``.h5`` file. While it runs, each finished sample is written as its
 own shard (``OUT.h5.parts/<id>.npz``, published by atomic rename), so ``kill -9`` loses at
 most the samples in flight and a re-run resumes. When every sample is done the shards are
-assembled into ``OUT.h5.tmp`` and renamed onto ``OUT.h5``: a file at the final path is
-always complete.
+assembled into a uniquely named temporary file beside ``OUT.h5``, which is read back and
+checked against the shards before it is renamed onto ``OUT.h5``: a file at the final path
+is always complete and equal to its shards.
 
-Every file carries attributes: ``stage``, ``params`` (JSON), ``config_hash``, ``key`` (a
-hash of stage + params + upstream keys, so a later stage can detect a changed input),
-``upstream`` (JSON list of ``{path, key}``), ``mertool_version``, ``created``,
-``n_samples`` and ``failed`` (JSON ``{sample_id: reason}``).
+One writer per output: a :class:`StageWriter` holds an exclusive lock on ``OUT.h5.lock``
+(an ``flock``, so the system frees it however its holder dies; the file records the
+holder's pid, host and start time). A second writer stops at once with one line naming
+the holder, or waits for it with ``MERTOOL_WAIT=1`` (``mertool --wait``). A lock left by a
+process that died is taken over with a warning. Within one process a newer writer of the
+same output replaces an older one left open (an abandoned run in a notebook or a test).
+
+Content-aware keys: a stage that reads clips passes per-sample ``fingerprints`` (see
+:func:`mertool.samples.fingerprint`). Each shard records its sample's fingerprint; a
+shard whose clip has changed is computed again, and a finished file whose clips changed
+is refused (naming them) until ``--overwrite``, which recomputes only those clips.
+
+Every file carries attributes: ``stage``, ``params`` (JSON), ``config_hash``,
+``plan_key`` (a hash of stage + params + upstream keys: what was asked), ``key`` (a hash
+of ``plan_key`` and every sample's checksum: what was made, so a later stage detects a
+changed input, and equal keys mean equal content), ``upstream`` (JSON list of ``{path,
+key}``), ``mertool_version``, ``created``, ``n_samples``, ``failed`` (JSON ``{sample_id:
+reason}``) and ``checksum`` (how the per-sample checksums are made).
 
 Layout: per-sample meta as ``/meta/<field>`` (one entry per sample, in file order);
 arrays either stacked as ``/data/<name>`` (N x ...) when shapes agree, or per sample as
-``/samples/<row>/<name>`` when they do not (e.g. clips of different lengths).
+``/samples/<row>/<name>`` when they do not (e.g. clips of different lengths);
+``/checksums`` (one per sample, :func:`array_checksum`) and, for stages with
+fingerprints, ``/fingerprints`` (JSON ``{sample_id: fingerprint}``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +55,20 @@ import numpy as np
 from .. import __version__
 from ..config import config_hash
 from ..errors import MertoolError
-from ..io import atomic_savez, atomic_write_text, safe_name
+from ..io import atomic_savez, atomic_write_text, os_error, safe_name, temp_sibling
+from ..log import logger
+from ..samples import same_content
 
 _META_KEY = "__meta__"
+_SUM_KEY = "__checksum__"
+_FP_KEY = "__fingerprint__"
+_RESERVED = (_META_KEY, _SUM_KEY, _FP_KEY)
+#: Set (to anything but "" or "0") to wait for another writer of the same output.
+WAIT_ENV = "MERTOOL_WAIT"
+#: How ``/checksums`` are made (recorded in the ``checksum`` attribute).
+CHECKSUM = "sha256 over each array sorted by name: name, dtype, shape, C-order bytes"
+#: Errors that mean a shard file cannot be read (zero bytes, cut short, not a zip).
+_SHARD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
 
 
 def file_key(path: str | Path) -> str:
@@ -52,8 +85,131 @@ def file_key(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def array_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """Checksum of one sample's arrays (see :data:`CHECKSUM`), 32 hex digits."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def content_key(plan_key: str, sample_ids: Sequence[str], checksums: Sequence[str], failed: Iterable[str]) -> str:
+    """A finished file's ``key``: its plan, and each sample's checksum, in file order."""
+    return config_hash({"plan": plan_key, "samples": [list(p) for p in zip(sample_ids, checksums)], "failed": sorted(failed)})
+
+
+def wait_for_lock() -> bool:
+    """Whether a writer waits for the holder of its output's lock (``MERTOOL_WAIT``)."""
+    return os.environ.get(WAIT_ENV, "") not in ("", "0")
+
+
+class OutputLock:
+    """An exclusive lock on one output path (see the module docstring).
+
+    Parameters
+    ----------
+    target : Path
+        The output; the lock file is ``target`` + ``.lock``.
+    wait : bool
+        Wait for a holder to finish instead of stopping.
+
+    Raises
+    ------
+    MertoolError
+        Another process holds the lock (and ``wait`` is false), naming it; or the lock
+        file cannot be created (the folder is not writable).
+    """
+
+    _held: weakref.WeakValueDictionary[str, OutputLock] = weakref.WeakValueDictionary()
+
+    def __init__(self, target: Path, *, wait: bool = False) -> None:
+        self.target = target
+        self.path = target.with_name(target.name + ".lock")
+        ident = str(self.path.resolve())
+        older = OutputLock._held.pop(ident, None)
+        if older is not None:
+            older.release()
+        fd = self._acquire(wait)
+        self._release = weakref.finalize(self, _release_lock, fd, self.path)
+        OutputLock._held[ident] = self
+
+    @property
+    def held(self) -> bool:
+        return self._release.alive
+
+    def release(self) -> None:
+        """Give the lock up (removing the lock file); safe to call twice."""
+        self._release()
+
+    def _acquire(self, wait: bool) -> int:
+        announced = False
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise os_error(exc, self.path) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe_holder(_read_holder(fd))
+                if not wait:
+                    os.close(fd)
+                    raise MertoolError(
+                        f"{self.target}: being written by {holder}; wait for it to finish, "
+                        f"or queue behind it with `mertool --wait ...` (or {WAIT_ENV}=1)"
+                    ) from None
+                if not announced:
+                    logger.info(f"{self.target}: waiting for {holder} to finish")
+                    announced = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if not _same_file(fd, self.path):  # released and removed while we waited: try again
+                os.close(fd)
+                continue
+            left = _read_holder(fd)
+            if left:
+                logger.warning(
+                    f"{self.target}: taking over the lock of {_describe_holder(left)}, which ended without releasing it"
+                )
+            record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+            return fd
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (ValueError, OSError):
+        return {}
+
+
+def _describe_holder(record: dict) -> str:
+    if not record.get("pid"):
+        return "another process"
+    return f"process {record['pid']} on {record.get('host', '?')} (since {record.get('since', '?')})"
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _release_lock(fd: int, path: Path) -> None:
+    try:
+        if _same_file(fd, path):
+            path.unlink()
+    finally:
+        os.close(fd)
+
+
 class StageWriter:
-    """Write one stage's output with resume and atomic publication.
+    """Write one stage's output with resume, one writer at a time, and verified publication.
 
     Parameters
     ----------
@@ -64,20 +220,28 @@ class StageWriter:
     params : dict
         Resolved parameters; recorded and hashed.
     upstream : sequence of paths
-        Input files; their keys enter this file's key, so a changed input is detected.
+        Input files; their keys enter this file's plan, so a changed input is detected.
     overwrite : bool
-        Discard an existing output or unfinished shards made with other parameters.
+        Discard an existing output or unfinished shards made with other parameters or
+        inputs; when only some clips' frames changed, recompute those clips only.
+    fingerprints : mapping, optional
+        ``{sample_id: fingerprint}`` of the clips the stage reads
+        (:func:`mertool.samples.clip_fingerprints`), for content-aware resume and reuse.
+    wait : bool, optional
+        Wait for another writer of ``out`` to finish (default: ``MERTOOL_WAIT``).
 
     Raises
     ------
     MertoolError
-        If ``out`` (or unfinished shards) exist from different parameters or inputs and
-        ``overwrite`` is false, or the output folder is not writable.
+        ``out`` (or unfinished shards) exist from different parameters or inputs, or
+        clips changed, and ``overwrite`` is false; ``out`` is a folder; the output folder
+        is not writable; another process is writing ``out``.
 
     Notes
     -----
     ``complete`` is true when ``out`` already holds this exact result; the caller then
-    has nothing to do.
+    has nothing to do (and the lock is already released). Otherwise the writer holds the
+    output's lock until :meth:`finish` or :meth:`close`.
     """
 
     def __init__(
@@ -87,6 +251,8 @@ class StageWriter:
         params: dict,
         upstream: Sequence[str | Path] = (),
         overwrite: bool = False,
+        fingerprints: Mapping[str, str] | None = None,
+        wait: bool | None = None,
     ) -> None:
         self.out = Path(out)
         self.stage = stage
@@ -94,43 +260,37 @@ class StageWriter:
         # absolute paths: the provenance walk must not depend on the working directory
         self.upstream = [{"path": str(Path(p).resolve()), "key": file_key(p)} for p in upstream]
         self.config_hash = config_hash(params)
-        self.key = config_hash(
+        self.plan_key = config_hash(
             {"stage": stage, "params": params, "upstream": [u["key"] for u in self.upstream]}
         )
+        self.fingerprints = dict(fingerprints or {})
+        self.key: str | None = None  # known once the file is finished
         self.parts = self.out.with_name(self.out.name + ".parts")
         self.complete = False
         self._check_writable()
+        self._lock = OutputLock(self.out, wait=wait_for_lock() if wait is None else wait)
+        try:
+            self._prepare(overwrite)
+        except BaseException:
+            self.close()
+            raise
+        if self.complete:
+            self.close()
 
-        if self.out.exists() and not overwrite:
-            existing = open_stage(self.out)
-            if existing.key == self.key:
-                self.complete = True
-                return
-            raise MertoolError(
-                f"{self.out}: exists from different parameters or inputs "
-                f"(stage {existing.stage!r}, config {existing.config_hash}, now {self.config_hash}); "
-                "pass --overwrite to replace it or choose another -o"
-            )
-        if self.parts.exists():
-            manifest = self.parts / "manifest.json"
-            old_key = json.loads(manifest.read_text()).get("key") if manifest.exists() else None
-            if old_key != self.key:
-                if not overwrite:
-                    raise MertoolError(
-                        f"{self.parts}: unfinished work from different parameters or inputs; "
-                        "pass --overwrite to discard it"
-                    )
-                shutil.rmtree(self.parts)
-            elif overwrite:
-                shutil.rmtree(self.parts)
-        self.parts.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            self.parts / "manifest.json",
-            json.dumps({"stage": stage, "key": self.key, "params": params}),
-        )
+    def close(self) -> None:
+        """Release the output's lock (unfinished shards stay for a re-run)."""
+        self._lock.release()
+
+    def __enter__(self) -> StageWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _check_writable(self) -> None:
         folder = self.out.parent if str(self.out.parent) else Path(".")
+        if self.out.is_dir():
+            raise MertoolError(f"{self.out}: is a folder; give the .h5 file to write (e.g. {self.out / (self.stage + '.h5')})")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -138,23 +298,135 @@ class StageWriter:
         if not os.access(folder, os.W_OK):
             raise MertoolError(f"{folder}: output folder is not writable")
 
+    def _prepare(self, overwrite: bool) -> None:
+        """Decide, under the lock, what is reused: the finished file, shards, or nothing."""
+        existing = self._existing(overwrite)
+        changed: list[str] = []
+        if existing is not None:
+            same_plan = existing.plan_key == self.plan_key
+            changed = self._changed_clips(existing) if same_plan else []
+            if same_plan and not changed and not overwrite:
+                self.complete, self.key = True, existing.key
+                return
+            if not overwrite:
+                raise MertoolError(self._stale_message(existing, changed))
+        self._open_parts(overwrite, keep=bool(changed))
+        if changed:
+            self._salvage(existing, changed)
+
+    def _existing(self, overwrite: bool) -> StageFile | None:
+        """The finished file at ``out``, if any (an unreadable one only matters without ``overwrite``)."""
+        if not self.out.exists():
+            return None
+        try:
+            return open_stage(self.out)
+        except MertoolError as exc:
+            if overwrite:
+                return None
+            raise MertoolError(f"{exc}; pass --overwrite to replace it or choose another -o") from None
+
+    def _changed_clips(self, existing: StageFile) -> list[str]:
+        stored = existing.fingerprints()
+        if self.fingerprints and not stored:
+            logger.info(f"{self.out}: made without clip fingerprints (an older mertool); frames not re-checked")
+        return [sid for sid, fp in self.fingerprints.items() if stored and not same_content(stored.get(sid, ""), fp)]
+
+    def _stale_message(self, existing: StageFile, changed: list[str]) -> str:
+        if changed:
+            more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+            return (
+                f"{self.out}: the frames of {len(changed)} clip(s) changed since it was made "
+                f"({', '.join(changed[:5])}{more}); pass --overwrite to recompute them (the other clips are kept)"
+            )
+        before = {u["path"]: u["key"] for u in json.loads(existing.attrs.get("upstream", "[]"))}
+        what = ["parameters"] if existing.config_hash != self.config_hash else []
+        what += [f"input {u['path']}" for u in self.upstream if before.get(u["path"], u["key"]) != u["key"]]
+        return (
+            f"{self.out}: exists from different parameters or inputs ({', '.join(what) or 'inputs'} changed; "
+            f"stage {existing.stage!r}, config {existing.config_hash}, now {self.config_hash}); "
+            "pass --overwrite to replace it or choose another -o"
+        )
+
+    def _open_parts(self, overwrite: bool, keep: bool) -> None:
+        """Resume shards of this plan (with ``overwrite``, only if ``keep``); clear temporaries."""
+        if self.parts.exists():
+            same_plan = _parts_plan(self.parts) == self.plan_key
+            if not same_plan and not overwrite:
+                raise MertoolError(
+                    f"{self.parts}: unfinished work from different parameters or inputs; pass --overwrite to discard it"
+                )
+            if not same_plan or (overwrite and not keep):
+                shutil.rmtree(self.parts)
+        # the lock is held: temporaries left beside the output or in the shards are dead
+        for leftover in self.out.parent.glob(glob.escape(self.out.name) + ".*tmp"):
+            leftover.unlink(missing_ok=True)
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for leftover in self.parts.glob("*.tmp"):
+            leftover.unlink(missing_ok=True)
+        atomic_write_text(
+            self.parts / "manifest.json",
+            json.dumps({"stage": self.stage, "plan_key": self.plan_key, "params": self.params}),
+        )
+
+    def _salvage(self, existing: StageFile, changed: list[str]) -> None:
+        """Shards, from the finished file, of every sample whose clip did not change."""
+        kept, checksums = 0, existing.checksums
+        for row, sid in enumerate(existing.sample_ids):
+            if sid in changed or self._shard(sid).exists():
+                continue
+            arrays = existing.sample(sid)
+            if checksums and array_checksum(arrays) != checksums[row]:
+                continue  # damaged in the old file: compute it again
+            self.add(sid, arrays, {k: v for k, v in existing.meta_of(sid).items() if k != "sample_id"})
+            kept += 1
+        logger.info(f"{self.out}: recomputing {len(changed)} changed clip(s), keeping {kept}")
+
     def _shard(self, sample_id: str) -> Path:
         return self.parts / (safe_name(sample_id, unique=True) + ".npz")
 
-    def is_done(self, sample_id: str) -> bool:
-        return self.complete or self._shard(sample_id).exists()
-
     def pending(self, sample_ids: Iterable[str]) -> list[str]:
-        """The ids not yet finished (all of them after a fresh start)."""
-        return [s for s in sample_ids if not self.is_done(s)]
+        """The ids not yet finished (all of them after a fresh start).
+
+        A shard that cannot be read (zero bytes, cut short) or whose clip changed since it
+        was made is removed, with a warning, and its sample counts as pending.
+        """
+        if self.complete:
+            return []
+        return [sid for sid in sample_ids if not self._shard_current(sid)]
+
+    def _shard_current(self, sample_id: str) -> bool:
+        shard = self._shard(sample_id)
+        if not shard.exists():
+            return False
+        try:
+            with np.load(shard) as npz:
+                made_from = str(npz[_FP_KEY]) if _FP_KEY in npz.files else ""
+                json.loads(str(npz[_META_KEY]))
+        except _SHARD_ERRORS as exc:
+            logger.warning(f"sample {sample_id}: its shard {shard} is unreadable ({exc or type(exc).__name__}); computing it again")
+            shard.unlink(missing_ok=True)
+            return False
+        if not same_content(made_from, self.fingerprints.get(sample_id, "")):
+            logger.warning(f"sample {sample_id}: its frames changed since its shard was made; computing it again")
+            shard.unlink()
+            return False
+        return True
+
+    def _check_lock(self) -> None:
+        if not self._lock.held:
+            raise MertoolError(f"{self.out}: this writer no longer holds the output's lock (closed, or replaced by a newer one)")
 
     def add(self, sample_id: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Record one finished sample atomically.
+        """Record one finished sample atomically, with its checksum (and fingerprint).
 
         ``meta`` values must be str, int, float or bool (JSON-able); arrays any dtype.
         """
+        self._check_lock()
         payload = {name: np.asarray(a) for name, a in arrays.items()}
         payload[_META_KEY] = np.array(json.dumps({"sample_id": sample_id, **meta}))
+        payload[_SUM_KEY] = np.array(array_checksum(arrays))
+        if sample_id in self.fingerprints:
+            payload[_FP_KEY] = np.array(self.fingerprints[sample_id])
         self._failed_marker(sample_id).unlink(missing_ok=True)
         atomic_savez(self._shard(sample_id), payload)
 
@@ -172,7 +444,7 @@ class StageWriter:
         return out
 
     def finish(self, order: Sequence[str], stacked: bool) -> Path:
-        """Assemble finished samples (in ``order``; missing ones skipped) and publish.
+        """Assemble finished samples (in ``order``; missing ones skipped), verify, publish.
 
         Parameters
         ----------
@@ -181,54 +453,106 @@ class StageWriter:
         stacked : bool
             Stack each array over samples into ``/data/<name>`` (shapes must agree);
             else keep per-sample groups.
+
+        Raises
+        ------
+        MertoolError
+            A shard is unreadable or damaged (it is removed: a re-run computes it again),
+            shapes disagree in a stacked layout, the assembled file differs from the
+            shards, or the disk is full. Nothing is published then; shards are kept.
         """
         if self.complete:
             return self.out
+        self._check_lock()
         done = [s for s in order if self._shard(s).exists()]
         failed = self.failures()
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        metas: list[dict] = []
-        with h5py.File(tmp, "w") as h5:
-            data_sets: dict[str, h5py.Dataset] = {}
-            for row, sid in enumerate(done):
-                with np.load(self._shard(sid)) as npz:
-                    metas.append(json.loads(str(npz[_META_KEY])))
-                    for name in npz.files:
-                        if name == _META_KEY:
-                            continue
-                        arr = npz[name]
-                        if not stacked:
-                            h5.create_dataset(f"samples/{row}/{name}", data=arr)
-                            continue
-                        if name not in data_sets:
-                            data_sets[name] = h5.create_dataset(
-                                f"data/{name}", shape=(len(done), *arr.shape), dtype=arr.dtype
-                            )
-                        if data_sets[name].shape[1:] != arr.shape:
-                            raise MertoolError(
-                                f"sample {sid}: array {name!r} has shape {arr.shape}, "
-                                f"others {data_sets[name].shape[1:]}"
-                            )
-                        data_sets[name][row] = arr
-            _write_meta(h5, metas)
-            h5.attrs.update(
-                {
-                    "stage": self.stage,
-                    "params": json.dumps(self.params, sort_keys=True),
-                    "config_hash": self.config_hash,
-                    "key": self.key,
-                    "upstream": json.dumps(self.upstream),
-                    "mertool_version": __version__,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "n_samples": len(done),
-                    "failed": json.dumps(failed),
-                    "layout": "stacked" if stacked else "per-sample",
-                }
-            )
-        os.replace(tmp, self.out)
+        tmp = temp_sibling(self.out)
+        try:
+            checksums = self._assemble(tmp, order, done, failed, stacked)
+            problems = open_stage(tmp).verify(dict(zip(done, checksums)))
+            if problems:
+                raise MertoolError(f"{self.out}: the assembled file does not match its shards ({problems[0]}); re-run")
+            os.replace(tmp, self.out)
+        except OSError as exc:
+            raise os_error(exc, self.out) from None
+        finally:
+            tmp.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
         self.complete = True
+        self.close()
         return self.out
+
+    def _assemble(self, tmp: Path, order: Sequence[str], done: list[str], failed: dict, stacked: bool) -> list[str]:
+        """Write the finished samples into ``tmp``; returns their checksums (file order)."""
+        metas: list[dict] = []
+        checksums: list[str] = []
+        with h5py.File(tmp, "w-") as h5:
+            data_sets: dict[str, h5py.Dataset] = {}
+            for row, sid in enumerate(done):
+                arrays, meta, checksum = self._read_shard(sid)
+                metas.append(meta)
+                checksums.append(checksum)
+                for name, arr in arrays.items():
+                    if not stacked:
+                        h5.create_dataset(f"samples/{row}/{name}", data=arr)
+                        continue
+                    if name not in data_sets:
+                        data_sets[name] = h5.create_dataset(f"data/{name}", shape=(len(done), *arr.shape), dtype=arr.dtype)
+                    if data_sets[name].shape[1:] != arr.shape:
+                        raise MertoolError(
+                            f"sample {sid}: array {name!r} has shape {arr.shape}, others {data_sets[name].shape[1:]}"
+                        )
+                    data_sets[name][row] = arr
+            _write_meta(h5, metas)
+            h5.create_dataset("checksums", data=np.array(checksums, dtype=object), dtype=h5py.string_dtype())
+            if self.fingerprints:
+                made_from = {sid: self.fingerprints[sid] for sid in order if sid in self.fingerprints}
+                h5.create_dataset("fingerprints", data=json.dumps(made_from), dtype=h5py.string_dtype())
+            self.key = content_key(self.plan_key, done, checksums, failed)
+            h5.attrs.update(self._attrs(len(done), failed, stacked))
+        return checksums
+
+    def _attrs(self, n_samples: int, failed: dict, stacked: bool) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "params": json.dumps(self.params, sort_keys=True),
+            "config_hash": self.config_hash,
+            "plan_key": self.plan_key,
+            "key": self.key,
+            "upstream": json.dumps(self.upstream),
+            "mertool_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "n_samples": n_samples,
+            "failed": json.dumps(failed),
+            "layout": "stacked" if stacked else "per-sample",
+            "checksum": CHECKSUM,
+        }
+
+    def _read_shard(self, sample_id: str) -> tuple[dict[str, np.ndarray], dict, str]:
+        """A shard's arrays, meta and checksum, checked against the checksum it was written with."""
+        shard = self._shard(sample_id)
+        try:
+            with np.load(shard) as npz:
+                meta = json.loads(str(npz[_META_KEY]))
+                arrays = {name: npz[name] for name in npz.files if name not in _RESERVED}
+                stored = str(npz[_SUM_KEY]) if _SUM_KEY in npz.files else ""
+        except _SHARD_ERRORS as exc:
+            shard.unlink(missing_ok=True)
+            raise MertoolError(f"sample {sample_id}: its shard is unreadable ({exc}); removed it, re-run to compute it again") from None
+        checksum = array_checksum(arrays)
+        if stored and stored != checksum:
+            shard.unlink()
+            raise MertoolError(f"sample {sample_id}: its shard is damaged (checksum mismatch); removed it, re-run to compute it again")
+        return arrays, meta, checksum
+
+
+def _parts_plan(parts: Path) -> str | None:
+    """The plan an unfinished shard folder was made for (``key`` in older versions)."""
+    try:
+        manifest = json.loads((parts / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("plan_key", manifest.get("key"))
 
 
 def _write_meta(h5: h5py.File, metas: list[dict]) -> None:
@@ -265,6 +589,7 @@ class StageFile:
         self.layout = layout
         self.stage = attrs["stage"]
         self.key = attrs["key"]
+        self.plan_key = attrs.get("plan_key", attrs["key"])  # files of older versions: key was the plan
         self.config_hash = attrs.get("config_hash", "")
         self.params = json.loads(attrs.get("params", "{}"))
         self.failed: dict[str, str] = json.loads(attrs.get("failed", "{}"))
@@ -297,14 +622,59 @@ class StageFile:
 
     def sample(self, sample_id: str, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the named) arrays of one sample."""
-        row = self.row(sample_id)
         with h5py.File(self.path, "r") as h5:
-            if self.layout == "stacked":
-                keys = names or list(h5["data"].keys())
-                return {k: h5[f"data/{k}"][row] for k in keys}
-            group = h5[f"samples/{row}"]
-            keys = names or list(group.keys())
-            return {k: group[k][...] for k in keys}
+            return self._arrays(h5, self.row(sample_id), names)
+
+    def _arrays(self, h5: h5py.File, row: int, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        if self.layout == "stacked":
+            keys = names or (list(h5["data"].keys()) if "data" in h5 else [])
+            return {k: h5[f"data/{k}"][row] for k in keys}
+        group = h5[f"samples/{row}"]
+        return {k: group[k][...] for k in (names or list(group.keys()))}
+
+    @property
+    def checksums(self) -> list[str] | None:
+        """Each sample's :func:`array_checksum`, in file order (None for files of older versions)."""
+        with h5py.File(self.path, "r") as h5:
+            return h5["checksums"].asstr()[...].tolist() if "checksums" in h5 else None
+
+    def fingerprints(self) -> dict[str, str]:
+        """``{sample_id: fingerprint}`` of the clips the file was made from ({} if not recorded)."""
+        with h5py.File(self.path, "r") as h5:
+            return json.loads(h5["fingerprints"].asstr()[()]) if "fingerprints" in h5 else {}
+
+    def verify(self, expect: Mapping[str, str] | None = None) -> list[str]:
+        """Re-read every sample and compare it with its stored checksum.
+
+        Parameters
+        ----------
+        expect : mapping, optional
+            ``{sample_id: checksum}`` the file must hold exactly (its shards').
+
+        Returns
+        -------
+        list of str
+            The problems found (empty: the file is intact): a sample whose data differ
+            from its checksum, missing or extra samples, a count or key that does not
+            match the content, or no checksums at all (files of older versions).
+        """
+        sums = self.checksums
+        if sums is None:
+            return ["no per-sample checksums (written by an older mertool; re-run the stage with --overwrite)"]
+        problems = []
+        if not len(sums) == len(self) == int(self.attrs.get("n_samples", -1)):
+            problems.append(f"{len(self)} samples, {len(sums)} checksums, n_samples {self.attrs.get('n_samples')}")
+        with h5py.File(self.path, "r") as h5:
+            for row, (sid, stored) in enumerate(zip(self.sample_ids, sums)):
+                got = array_checksum(self._arrays(h5, row))
+                if got != stored or (expect is not None and expect.get(sid) != got):
+                    problems.append(f"sample {sid}: data differ from its {'checksum' if got != stored else 'shard'}")
+        if expect is not None and set(expect) != set(self.sample_ids):
+            missing = sorted(set(expect) - set(self.sample_ids))
+            problems.append(f"samples missing: {', '.join(missing[:5]) or '-'}; unexpected: {len(set(self.sample_ids) - set(expect))}")
+        if "plan_key" in self.attrs and content_key(self.plan_key, self.sample_ids, sums, self.failed) != self.key:
+            problems.append("the key does not match the content")
+        return problems
 
     def meta_of(self, sample_id: str) -> dict[str, Any]:
         row = self.row(sample_id)

@@ -5,15 +5,20 @@ batches only and draws its randomness from the fold's generator, so runs stay
 reproducible. The model families' own augmentations (DIANet's ``dynimg_fliprot``,
 FaceSleuth's ``facesleuth_pair``) are plain functions in their model files, listed here by
 explicit import; other code (a notebook's own model) adds one with :func:`register_augment`.
+
+``flow_hflip`` must know how the flow is encoded (:mod:`mertool.stages.contents`):
+:func:`augment_for` gives it the encoding recorded with the training data, and refuses
+an encoding it cannot mirror.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
-from ..errors import unknown_name
+from ..errors import MertoolError, unknown_name
 
 Augment = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
 _AUGMENTS: dict[str, Augment] = {}
@@ -52,6 +57,34 @@ def get_augment(name: str) -> Augment:
     return known[name]
 
 
+def augment_for(name: str, encoding: str | None) -> Augment:
+    """The augmentation ``name``, bound to the flow ``encoding`` of the data it will see.
+
+    Parameters
+    ----------
+    name : str
+        A registered augmentation.
+    encoding : str or None
+        The training data's flow encoding (:attr:`TrainData.encoding`; None: no flow).
+
+    Raises
+    ------
+    MertoolError
+        Unknown name, or ``flow_hflip`` for an encoding it cannot mirror (not recorded,
+        or not flow).
+    """
+    fn = get_augment(name)
+    if fn is not flow_hflip:
+        return fn
+    if encoding not in MIRROR_U:
+        raise MertoolError(
+            f"augmentation 'flow_hflip' cannot mirror flow of encoding {encoding or 'none (not a flow file)'}: "
+            f"it knows {', '.join(MIRROR_U)}; re-make the features with this mertool to record it, or choose "
+            "another --augment (hflip, none)"
+        )
+    return functools.partial(flow_hflip, encoding=encoding)
+
+
 def list_augments() -> list[str]:
     """Names of every known augmentation."""
     return sorted(_known())
@@ -80,12 +113,21 @@ def hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[st
     return out
 
 
-@register_augment("flow_hflip")
-def flow_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Mirror half the flow fields left-right: flip the width axis and negate u (channel 0).
+#: Flow encoding -> ``c`` with mirrored u = ``c - u``: negation for displacement, and for
+#: per-sample min-max scaling to [0, c] (min-max of -u is c minus min-max of u, exactly).
+MIRROR_U = {"signed": 0.0, "minmax-unit": 1.0, "minmax-byte": 255.0}
 
-    A mirrored face moves with the horizontal component reversed; v and optical strain
-    (a magnitude) are unchanged.
+
+@register_augment("flow_hflip")
+def flow_hflip(
+    batch: dict[str, torch.Tensor], generator: torch.Generator, *, encoding: str
+) -> dict[str, torch.Tensor]:
+    """Mirror half the flow fields left-right: flip the width axis and mirror u (channel 0).
+
+    A mirrored face moves with the horizontal component reversed: u becomes
+    ``MIRROR_U[encoding] - u`` (``-u`` for signed displacement, ``255 - u`` for 0..255
+    images); v and optical strain (a magnitude) are only flipped. Training binds
+    ``encoding`` to the data's (:func:`augment_for`).
     """
     mask = _flip_mask(batch, generator)
     out = {}
@@ -94,9 +136,7 @@ def flow_hflip(batch: dict[str, torch.Tensor], generator: torch.Generator) -> di
             m = mask.to(x.device).view(-1, 1, 1, 1)
             flipped = x.flip(-1)
             if "flow" in name:
-                sign = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
-                sign[0] = -1
-                flipped = flipped * sign.view(1, -1, 1, 1)
+                flipped = torch.cat([MIRROR_U[encoding] - flipped[:, :1], flipped[:, 1:]], dim=1)
             x = torch.where(m, flipped, x)
         out[name] = x
     return out

@@ -31,6 +31,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "lr_step": 0,
     "lr_gamma": 0.1,
     "augment": "none",
+    "shuffle": True,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -56,6 +57,7 @@ class TrainConfig(StageConfig):
     lr_step: int | None = None  # multiply lr by lr_gamma every lr_step epochs (0 = constant)
     lr_gamma: float | None = None
     augment: str | None = None  # see mertool.train.augment ("none", "hflip", "flow_hflip")
+    shuffle: bool | None = None  # new random batch order every epoch (False: the samples' own order, fixed)
     accumulate: int = 1  # optimizer step every N batches (gradient accumulation)
     class_balanced: bool = False  # inverse-frequency class weights from each fold's training labels
     early_stopping: bool = False  # stop on validation loss (validation = training subjects only)
@@ -83,6 +85,8 @@ class TrainConfig(StageConfig):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise MertoolError(f"{name} must be a positive integer, got {v!r}")
+        if self.shuffle is not None and not isinstance(self.shuffle, bool):
+            raise MertoolError(f"shuffle must be true or false, got {self.shuffle!r}")
         if self.lr is not None and not self.lr > 0:
             raise MertoolError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
@@ -102,9 +106,17 @@ class TrainConfig(StageConfig):
 #: a run directory resumes whatever their values.
 IDENTITY_KEYS = (
     "model", "scheme", "k", "test_subjects", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
-    "momentum", "lr_step", "lr_gamma", "augment", "accumulate", "class_balanced", "early_stopping",
+    "momentum", "lr_step", "lr_gamma", "augment", "shuffle", "accumulate", "class_balanced", "early_stopping",
     "val_fraction", "patience", "oracle", "min_class_samples", "seed", "amp", "weights", "model_kwargs",
 )
+#: Identity fields added after run directories were first recorded, with the value every
+#: earlier run had: at that value they stay out of the hash, so those directories resume.
+LATER_KEYS: dict[str, Any] = {"shuffle": True}
+
+
+def _identity_params(cfg: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    values = {k: getattr(cfg, k) for k in keys}
+    return {k: v for k, v in values.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
 
 
 def resolve_recipe(cfg: TrainConfig) -> TrainConfig:
@@ -147,8 +159,7 @@ def identity(cfg: TrainConfig, input_key: str) -> str:
     input_key : str
         The features file's stage key.
     """
-    params = {k: getattr(cfg, k) for k in IDENTITY_KEYS}
-    return config_hash({"config": params, "input": input_key})
+    return config_hash({"config": _identity_params(cfg, IDENTITY_KEYS), "input": input_key})
 
 
 def legacy_identity(cfg: TrainConfig, input_key: str) -> str:
@@ -156,5 +167,4 @@ def legacy_identity(cfg: TrainConfig, input_key: str) -> str:
 
     It hashed every field except device, jobs and checkpoint_every, so also ``channels_last``.
     """
-    params = {k: getattr(cfg, k) for k in (*IDENTITY_KEYS, "channels_last")}
-    return config_hash({"config": params, "input": input_key})
+    return config_hash({"config": _identity_params(cfg, (*IDENTITY_KEYS, "channels_last")), "input": input_key})

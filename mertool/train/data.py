@@ -1,8 +1,10 @@
 """Load a stage file into memory for training, as a model's :class:`InputSpec` asks.
 
 One contiguous read per stacked array (the 3-class flow cache is ~44 MB), labels turned
-into class indices (class names sorted, recorded in the run), subjects and sample ids
-kept, and meta fields the model consumes (``aus`` -> 21-d float vector) stacked too.
+into class indices (class names sorted, recorded in the run), subjects, source datasets
+and sample ids kept, and meta fields the model consumes (``aus`` -> 21-d float vector)
+stacked too. A flow file's encoding (:func:`~mertool.stages.contents.flow_encoding`) is
+checked against the one the model expects, and kept for the augmentations.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..stages.contents import HOW_TO_MAKE, UNKNOWN, flow_encoding
 from ..stages.stagefile import StageFile, open_stage
 from ..errors import MertoolError
 from ..log import logger
@@ -32,10 +35,15 @@ class TrainData:
     classes : list of str
         Sorted class names.
     subjects, sample_ids : list of str
+    datasets : list of str
+        Each sample's source dataset (the file's ``dataset`` meta; ``""`` where it has none).
     path, key : str
         Source file and its stage key (provenance).
     dropped : dict
         Class name -> number of samples dropped by ``min_class_samples``.
+    encoding : str or None
+        The flow encoding of a ``flow`` file (``signed``, ``minmax-unit``,
+        ``minmax-byte`` or ``unknown``); None for other stages.
     """
 
     inputs: dict[str, np.ndarray]
@@ -43,9 +51,11 @@ class TrainData:
     classes: list[str]
     subjects: list[str]
     sample_ids: list[str]
+    datasets: list[str]
     path: str
     key: str
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    encoding: str | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -57,10 +67,11 @@ class TrainData:
             y=self.y[idx],
             subjects=[self.subjects[i] for i in idx],
             sample_ids=[self.sample_ids[i] for i in idx],
+            datasets=[self.datasets[i] for i in idx],
         )
 
 
-def _meta_vectors(field: str, values: list, path: Path) -> np.ndarray:
+def meta_vectors(field: str, values: list, path: Path) -> np.ndarray:
     if field == "aus":
         try:
             from ..datasets.aus import au_vector
@@ -105,7 +116,33 @@ def _check_file(sf: StageFile, spec: InputSpec, who: str) -> None:
             )
 
 
-def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 0, model: str = "") -> TrainData:
+def check_encoding(sf: StageFile, expected: str | None, who: str) -> str | None:
+    """The flow encoding of ``sf`` (None unless a ``flow`` file), checked against ``expected``.
+
+    ``expected`` None accepts any encoding; an unrecorded one (``unknown``) is a warning.
+
+    Raises
+    ------
+    MertoolError
+        The file's encoding is known and differs from ``expected`` (the message says how to
+        make features of the expected one).
+    """
+    if sf.stage != "flow":
+        return None
+    found = flow_encoding(sf)
+    if expected is None or found == expected:
+        return found
+    if found == UNKNOWN:
+        logger.warning(f"{sf.path}: flow encoding not recorded; {who} expects {expected} flow ({HOW_TO_MAKE[expected]})")
+        return found
+    raise MertoolError(
+        f"{sf.path}: flow encoded {found}, but {who} expects {expected}; make its features with {HOW_TO_MAKE[expected]}"
+    )
+
+
+def load_train_data(
+    path: str | Path, spec: InputSpec, min_class_samples: int = 0, model: str = "", encoding: str | None = None
+) -> TrainData:
     """Read the arrays and labels a model needs from a stage file.
 
     Parameters
@@ -119,17 +156,22 @@ def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 
         ``TrainData.dropped``.
     model : str
         Model name, for messages.
+    encoding : str, optional
+        The flow encoding the model expects (its registry entry's ``encoding``); None
+        accepts any (:func:`check_encoding`).
 
     Raises
     ------
     MertoolError
-        Wrong stage or array shape for the model, labels or subjects missing or empty,
-        NaN/inf in inputs (the message names the samples), fewer than 2 classes.
+        Wrong stage, array shape or flow encoding for the model, labels or subjects
+        missing or empty, NaN/inf in inputs (the message names the samples), fewer than
+        2 classes.
     """
     path = Path(path)
     who = f"model {model!r}" if model else "the model"
     sf = open_stage(path)
     _check_file(sf, spec, who)
+    found = check_encoding(sf, encoding, who)
     labels = [str(v) for v in sf.meta["label"]]
     keep = np.arange(len(labels))
     dropped: dict[str, int] = {}
@@ -147,7 +189,7 @@ def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 
     for field in spec.meta:
         if field not in sf.meta:
             raise MertoolError(f"{path}: no meta field {field!r} per sample, which {who} needs")
-        inputs[field] = _meta_vectors(field, [sf.meta[field][i] for i in keep], path)
+        inputs[field] = meta_vectors(field, [sf.meta[field][i] for i in keep], path)
 
     sample_ids = [sf.sample_ids[i] for i in keep]
     for name, arr in inputs.items():
@@ -169,7 +211,9 @@ def load_train_data(path: str | Path, spec: InputSpec, min_class_samples: int = 
         classes=classes,
         subjects=[str(sf.meta["subject"][i]) for i in keep],
         sample_ids=sample_ids,
+        datasets=[str(sf.meta["dataset"][i]) if "dataset" in sf.meta else "" for i in keep],
         path=str(path),
         key=sf.key,
         dropped=dropped,
+        encoding=found,
     )

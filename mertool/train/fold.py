@@ -28,7 +28,7 @@ from torch import nn
 from ..errors import MertoolError
 from ..io import atomic_torch_save
 from ..models import create_model
-from .augment import get_augment
+from .augment import augment_for
 from .config import TrainConfig
 from .loso import Fold
 
@@ -137,9 +137,10 @@ class OracleBest:
         return dict(vars(self))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    perm = torch.randperm(n, generator=generator)
-    chunks = list(perm.split(batch_size))
+def _batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[torch.Tensor]:
+    """Positions ``0..n-1`` in batches: a new random order per call, or (``shuffle=False``) in order."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    chunks = list(order.split(batch_size))
     # A batch of one breaks BatchNorm in training mode: fold it into the previous batch.
     if len(chunks) > 1 and len(chunks[-1]) == 1:
         chunks[-2] = torch.cat([chunks[-2], chunks[-1]])
@@ -198,6 +199,8 @@ class FoldTrainer:
     checkpoint_path : path, optional
         Epoch checkpoint file: written every ``cfg.checkpoint_every`` epochs, and resumed
         from when it exists (after a kill).
+    encoding : str, optional
+        The data's flow encoding (``TrainData.encoding``), which ``flow_hflip`` mirrors by.
     """
 
     def __init__(
@@ -210,10 +213,11 @@ class FoldTrainer:
         num_classes: int,
         device: torch.device,
         checkpoint_path: Path | None = None,
+        encoding: str | None = None,
     ) -> None:
         self.X, self.y, self.fold, self.fold_index = X, y, fold, fold_index
         self.cfg, self.num_classes, self.device = cfg, num_classes, device
-        self.checkpoint_path = checkpoint_path
+        self.checkpoint_path, self.encoding = checkpoint_path, encoding
         self.history: list[dict] = []
         self.first_epoch = 0
         self.best = EarlyStop()
@@ -236,7 +240,7 @@ class FoldTrainer:
             if cfg.lr_step
             else None
         )
-        self.augment = get_augment(cfg.augment)
+        self.augment = augment_for(cfg.augment, self.encoding)
         self.use_amp = cfg.amp and device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
@@ -286,7 +290,7 @@ class FoldTrainer:
         model.train()
         # Sums stay on the device: no GPU sync per batch.
         total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-        chunks = _batches(len(self.train_idx), cfg.batch_size, self.gen)
+        chunks = _batches(len(self.train_idx), cfg.batch_size, self.gen, cfg.shuffle)
         for step, chunk in enumerate(chunks):
             idx = self.train_idx[chunk]
             batch = self.augment(_gather(self.X, idx, self.fmt), self.gen)

@@ -11,6 +11,10 @@ Two conventions coexist in the MER literature, and mertool reports both:
   LOSO fold rarely holds every class); a wrong prediction of an absent class still
   counts as a miss of the true class.
 
+Composite benchmarks (MEGC 2019: SMIC, CASME II and SAMM pooled) also report UF1 and UAR
+per source dataset, each computed like the pooled figure on that dataset's predictions
+alone (``per_dataset``).
+
 All numbers come from scikit-learn with ``zero_division=0``.
 """
 
@@ -60,11 +64,18 @@ def _fold_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def _pooled(yt: np.ndarray, yp: np.ndarray, k: int) -> dict[str, float]:
+    """Pooled UF1 and UAR over the classes with test samples, and accuracy."""
+    scored = sorted(set(yt.tolist()))
+    return {"uf1": uf1(yt, yp, k, scored), "uar": uar(yt, yp, k, scored), "accuracy": float(accuracy_score(yt, yp))}
+
+
 def compute_metrics(
     y_true: Sequence[int],
     y_pred: Sequence[int],
     folds: Sequence[str],
     classes: Sequence[str],
+    datasets: Sequence[str] | None = None,
 ) -> dict:
     """All reported metrics of a cross-validated run.
 
@@ -76,6 +87,8 @@ def compute_metrics(
         Fold name of each sample (the fold in which it was a test sample).
     classes : sequence of str
         Class names; index ``i`` names class ``i``.
+    datasets : sequence of str, optional
+        Source dataset of each sample (composite benchmarks).
 
     Returns
     -------
@@ -85,15 +98,17 @@ def compute_metrics(
         (per-fold means; ``uf1`` there is the per-fold macro F1); ``per_class_recall``
         and ``support`` (class name -> value); ``confusion`` (rows = true class, columns
         = predicted, in ``classes`` order); ``per_fold`` (fold -> scores and size);
-        ``n_samples``, ``n_folds``, ``classes``.
+        ``n_samples``, ``n_folds``, ``classes``; with ``datasets``, ``per_dataset``
+        (dataset -> ``uf1``, ``uar``, ``accuracy`` pooled over its samples, macro over
+        the classes it has test samples of, and ``n``; datasets sorted by name).
     """
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)
     fa = np.asarray(folds, dtype=object)
     k = len(classes)
     _check(yt, yp, k)
-    if len(fa) != len(yt):
-        raise ValueError("folds must have one entry per sample")
+    if len(fa) != len(yt) or (datasets is not None and len(datasets) != len(yt)):
+        raise ValueError("folds (and datasets) must have one entry per sample")
     labels = list(range(k))
     # Pooled macro scores run over the classes with test samples: all of them under LOSO,
     # where every sample is tested once; a fixed split may leave a class untested.
@@ -105,11 +120,10 @@ def compute_metrics(
         per_fold[str(name)] = {**_fold_scores(yt[mask], yp[mask]), "n": int(mask.sum())}
     mean = {m: float(np.mean([f[m] for f in per_fold.values()])) for m in ("accuracy", "macro_f1", "weighted_f1", "uar")}
     mean["uf1"] = mean["macro_f1"]
-    return {
-        "uf1": uf1(yt, yp, k, scored),
-        "uar": uar(yt, yp, k, scored),
-        "accuracy": float(accuracy_score(yt, yp)),
-        "macro_f1": uf1(yt, yp, k, scored),
+    pooled = _pooled(yt, yp, k)
+    out = {
+        **pooled,
+        "macro_f1": pooled["uf1"],
         "weighted_f1": float(f1_score(yt, yp, labels=labels, average="weighted", zero_division=0)),
         "fold_mean": mean,
         "per_class_recall": {c: float(r) for c, r in zip(classes, recall)},
@@ -121,3 +135,10 @@ def compute_metrics(
         "classes": list(classes),
         "classes_scored": [classes[i] for i in scored],
     }
+    if datasets is not None:
+        da = np.asarray(datasets, dtype=object)
+        out["per_dataset"] = {
+            str(name): {**_pooled(yt[da == name], yp[da == name], k), "n": int((da == name).sum())}
+            for name in sorted(set(da.tolist()))
+        }
+    return out

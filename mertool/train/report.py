@@ -1,4 +1,8 @@
-"""Plots of a run and a table comparing runs (``mertool report``)."""
+"""Plots of a run and a table comparing runs (``mertool report``).
+
+A run scored on several source datasets (a composite benchmark) adds ``UF1_<dataset>``
+and ``UAR_<dataset>`` columns after the pooled ``UF1`` and ``UAR``.
+"""
 
 from __future__ import annotations
 
@@ -111,6 +115,14 @@ def plot_model_log(histories: list[list[dict]], path: str | Path, title: str = "
     return Path(path)
 
 
+def _dataset_cells(m: dict) -> dict[str, str]:
+    """``UF1_<dataset>``, ``UAR_<dataset>`` cells of a run with several source datasets (else none)."""
+    per = m.get("per_dataset", {})
+    if len(per) < 2:
+        return {}
+    return {f"{kind}_{name}": f"{d[kind.lower()]:.4f}" for name, d in per.items() for kind in ("UF1", "UAR")}
+
+
 def _row(m: dict, label: str) -> dict:
     fm = m.get("fold_mean", {})
     return {
@@ -128,6 +140,7 @@ def _row(m: dict, label: str) -> dict:
         "epochs": m.get("epochs", ""),
         "selection": m.get("selection", ""),
         "time_s": f"{m.get('wall_seconds', m.get('train_seconds', 0.0)):.1f}",
+        **_dataset_cells(m),
     }
 
 
@@ -153,9 +166,20 @@ def summarize_runs(runs: Sequence[str | Path]) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] = COLUMNS) -> str:
-    """Render rows as an aligned text table, Markdown or CSV (text leaves out ``selection``)."""
+def _columns(rows: list[dict]) -> list[str]:
+    """:data:`COLUMNS`, with the rows' per-dataset columns after ``UAR`` (datasets by name)."""
+    names = sorted({k[len("UF1_"):] for row in rows for k in row if k.startswith("UF1_")})
+    at = COLUMNS.index("UAR") + 1
+    return COLUMNS[:at] + [f"{kind}_{n}" for n in names for kind in ("UF1", "UAR")] + COLUMNS[at:]
+
+
+def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] | None = None) -> str:
+    """Render rows as an aligned text table, Markdown or CSV (text leaves out ``selection``).
+
+    ``columns`` defaults to :data:`COLUMNS` plus the rows' per-dataset columns.
+    """
     if fmt not in table.FORMATS:
         raise MertoolError(f"unknown table format {fmt!r}; use text, markdown or csv")
-    cols = [c for c in columns if c != "selection"] if fmt == "text" else list(columns)
+    columns = _columns(rows) if columns is None else list(columns)
+    cols = [c for c in columns if c != "selection"] if fmt == "text" else columns
     return table.format_table(rows, cols, fmt) + "\n"

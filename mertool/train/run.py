@@ -23,6 +23,7 @@ from ..log import logger
 from ..models import count_parameters, create_model, get_entry
 from ..parallel import parallel_map
 from ..stages.stagefile import pipeline_of
+from .augment import augment_for
 from .config import TrainConfig, identity, legacy_identity, resolve_recipe
 from .data import TrainData, load_train_data
 from .fold import FoldResult, FoldTrainer, check_fold
@@ -53,12 +54,16 @@ class RunResult:
     resumed: int = 0
 
     def summary(self) -> str:
-        """The run's scores for the console (a second line for ORACLE results)."""
+        """The run's scores for the console (plus a line per source dataset when there are several, and ORACLE's)."""
         m = self.metrics
         text = (
             f"{self.path}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  acc {m['accuracy']:.4f}  "
             f"({m['n_folds']} folds, {m['n_samples']} samples)"
         )
+        per_dataset = m.get("per_dataset", {})
+        if len(per_dataset) > 1:
+            for name, d in per_dataset.items():
+                text += f"\n{self.path}:   {name}: UF1 {d['uf1']:.4f}  UAR {d['uar']:.4f}  ({d['n']} samples)"
         if self.oracle is not None:
             o = self.oracle
             text += f"\n{self.path}: ORACLE (best epoch on test, not honest): UF1 {o['uf1']:.4f}  UAR {o['uar']:.4f}"
@@ -105,12 +110,18 @@ class FoldJob:
 _WORKER_DATA: dict[tuple, TrainData] = {}
 
 
+def _load(features: str, cfg: TrainConfig) -> TrainData:
+    """The features as ``cfg.model`` reads them (shapes and flow encoding checked)."""
+    entry = get_entry(cfg.model)
+    return load_train_data(features, entry.input, cfg.min_class_samples, cfg.model, entry.encoding)
+
+
 def _worker_data(job: FoldJob) -> TrainData:
     cfg = job.config
     key = (job.features, job.file_key, cfg.model, cfg.min_class_samples)
     if key not in _WORKER_DATA:
         _WORKER_DATA.clear()
-        data = load_train_data(job.features, get_entry(cfg.model).input, cfg.min_class_samples, cfg.model)
+        data = _load(job.features, cfg)
         if data.key != job.file_key:
             raise MertoolError(f"{job.features}: changed while training; re-run")
         _WORKER_DATA[key] = data
@@ -125,7 +136,9 @@ def run_fold_job(job: FoldJob) -> FoldResult:
     device = resolve_device(job.device)
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
     job.fold_dir.path.mkdir(parents=True, exist_ok=True)
-    trainer = FoldTrainer(X, data.y, job.fold, job.index, job.config, len(data.classes), device, job.fold_dir.checkpoint)
+    trainer = FoldTrainer(
+        X, data.y, job.fold, job.index, job.config, len(data.classes), device, job.fold_dir.checkpoint, data.encoding
+    )
     result, state = trainer.run()
     job.fold_dir.publish(result, state)
     return result
@@ -225,7 +238,8 @@ def train_run(
     cfg = resolve_recipe(config if config is not None else TrainConfig())
     device = resolve_device(cfg.device)
     features = str(features)
-    data = load_train_data(features, get_entry(cfg.model).input, cfg.min_class_samples, cfg.model)
+    data = _load(features, cfg)
+    augment_for(cfg.augment, data.encoding)  # refuse an augmentation the data's encoding does not allow, before any fold
     folds = make_folds(data.subjects, cfg.scheme, cfg.k, cfg.test_subjects, cfg.val_fraction, cfg.seed)
     for fold in folds:
         check_fold(fold, data.y, data.classes, data.subjects)
@@ -258,6 +272,7 @@ def _predictions(data: TrainData, folds: list[Fold], results: list[FoldResult], 
             row = {
                 "sample_id": data.sample_ids[i],
                 "subject": data.subjects[i],
+                "dataset": data.datasets[i],
                 "fold": fold.name,
                 "label": data.classes[data.y[i]],
                 "prediction": data.classes[int(p.argmax())],
@@ -292,7 +307,8 @@ def _variant_metrics(
     run.write_predictions(rows, oracle)
     index = {c: i for i, c in enumerate(data.classes)}
     m = compute_metrics(
-        [index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows], [r["fold"] for r in rows], data.classes
+        [index[r["label"]] for r in rows], [index[r["prediction"]] for r in rows], [r["fold"] for r in rows], data.classes,
+        datasets=[r["dataset"] for r in rows],
     )
     m.update(
         {

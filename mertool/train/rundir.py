@@ -8,8 +8,8 @@ Layout::
     folds/<fold>/       log.csv (per-epoch), checkpoint.pt (while unfinished),
                         final.pt (state_dict; load with weights_only=True), result.json
     folds.csv           one line per fold (sizes, epochs, chosen epoch, accuracy, seconds)
-    predictions.csv     sample_id, subject, fold, label, prediction, p_<class>...
-    metrics.json        see :func:`mertool.train.metrics.compute_metrics`
+    predictions.csv     sample_id, subject, dataset, fold, label, prediction, p_<class>...
+    metrics.json        see :func:`mertool.train.metrics.compute_metrics` (per_dataset included)
     curves.png, confusion.png, model_log.png
     *_ORACLE.*          only with ``oracle``: best-epoch-on-test results (not honest)
 
