@@ -9,6 +9,8 @@ from pathlib import Path
 import typer
 
 from ..errors import MertoolError
+from ..stages.align import valid_fraction_summary
+from ..stages.contents import dataset_counts, flow_encoding
 from ..stages.stagefile import open_stage
 
 
@@ -19,6 +21,8 @@ def register(app: typer.Typer) -> None:
         verify: bool = typer.Option(False, "--verify", help="Re-read every sample and check it against its stored checksum."),
     ) -> None:
         """Show a stage file's provenance, sample count and array shapes."""
+        if path.is_dir():
+            raise MertoolError(f"{path}: is a folder (a run? use `mertool report {path}`); info reads one .h5 stage file")
         sf = open_stage(path)
         a = sf.attrs
         typer.echo(f"file:      {path}")
@@ -28,6 +32,14 @@ def register(app: typer.Typer) -> None:
         if "label" in sf.meta:
             counts = Counter(sf.meta["label"])
             typer.echo("labels:    " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        if "dataset" in sf.meta:
+            typer.echo("datasets:  " + ", ".join(f"{k or '-'}={v}" for k, v in dataset_counts(sf).items()))
+        if sf.stage == "flow":
+            typer.echo(f"encoding:  {flow_encoding(sf)}")
+        valid = valid_fraction_summary(sf)
+        if valid is not None:
+            low = f"; under 80 %: {', '.join(sorted(valid['low']))}" if valid["low"] else ""
+            typer.echo(f"valid:     min {valid['min']:.1%}, median {valid['median']:.1%} of each crop from the image{low}")
         for name, shape in sf.shapes().items():
             typer.echo(f"array:     {name} {shape}")
         for up in sf.upstream():
