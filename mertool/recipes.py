@@ -83,11 +83,21 @@ def _flow_steps(spec: Any) -> list[FeatureStep]:
     channels, side, _ = _only_shape(spec)
     if channels != 3:
         raise MertoolError(f"flow files hold 3 channels (u, v, strain); the model reads {channels}")
+    from .stages.contents import NORMALISE_ENCODING
+    from .stages.flow import FlowConfig
+
     # Off-TANet's preset makes 112 px maps; STSTNet's makes the same flow, area-resized.
-    options: dict[str, Any] = {"preset": "offtanet" if side == 112 else "ststnet"}
+    preset = "offtanet" if side == 112 else "ststnet"
+    options: dict[str, Any] = {"preset": preset}
     if side not in (112, 28):
         options["size"] = side
-    return [FeatureStep("flow", options, f"flow{side}.h5")]
+    name = f"flow{side}.h5"
+    # A model made for another encoding than its preset's (Off-ApexNet: raw displacement at
+    # 28 px) gets the normalisation that makes it, in a file of its own.
+    if spec.encoding and NORMALISE_ENCODING[FlowConfig.PRESETS[preset]["normalise"]] != spec.encoding:
+        options["normalise"] = next(n for n, e in NORMALISE_ENCODING.items() if e == spec.encoding)
+        name = f"flow{side}_{spec.encoding}.h5"
+    return [FeatureStep("flow", options, name)]
 
 
 @feature_maker("dynimg")

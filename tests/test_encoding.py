@@ -137,13 +137,15 @@ def test_train_refuses_mismatch_and_unmirrorable_flow(tmp_path, capsys, monkeypa
     path = _byte_images(tmp_path, TINY_SIZE)
     quick = ["--model", TINY, "--epochs", "1", "-q", "--device", "cpu"]
     entry = get_entry(TINY)
-    monkeypatch.setattr(run_mod, "get_entry", lambda name: dataclasses.replace(entry, encoding="signed"))
+    spec = dataclasses.replace(entry.input, encoding="signed")  # the model's input, made for signed flow
+    monkeypatch.setattr(run_mod, "get_entry", lambda name: dataclasses.replace(entry, input=spec))
     rc = cli(["train", str(path), *quick, "-o", str(tmp_path / "r1")])
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert rc == 1 and len(errors) == 1 and not (tmp_path / "r1").exists()
     assert f"{path}: flow encoded minmax-byte, but model '{TINY}' expects signed; make its features with" in errors[0]
     # a model made for these inputs trains, and flow_hflip mirrors them as 255 - u
-    monkeypatch.setattr(run_mod, "get_entry", lambda name: dataclasses.replace(entry, encoding="minmax-byte"))
+    spec = dataclasses.replace(entry.input, encoding="minmax-byte")  # the model's input, made for minmax-byte flow
+    monkeypatch.setattr(run_mod, "get_entry", lambda name: dataclasses.replace(entry, input=spec))
     assert cli(["train", str(path), *quick, "--augment", "flow_hflip", "-o", str(tmp_path / "r2")]) == 0
     # flow whose encoding is not recorded cannot be mirrored: refused before any fold
     monkeypatch.setattr(run_mod, "get_entry", lambda name: entry)

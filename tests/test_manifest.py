@@ -142,4 +142,5 @@ def test_importing_the_package_registers_every_adapter():
 
     code = "import mertool.datasets as d; print(' '.join(d.list_datasets()))"
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert set(names) == {"casme", "casme-sq", "casme2", "casme3", "manifest", "megc2019", "mmew", "offtanet3", "samm", "smic"}
+    assert set(names) == {"casme", "casme-sq", "casme2", "casme3", "manifest", "megc2019", "mmew", "offtanet3", "samm", "smic",
+                          "casme-sq-long", "samm-long", "casme3-long"}

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
-from mertool.models import SOURCE_KINDS, count_parameters, create_model, get_entry, list_models
+from mertool.models import ENCODINGS, SOURCE_KINDS, count_parameters, create_model, get_entry, list_models
 from mertool.models.describe import summarize_model
 from mertool.models.flops import count_flops, example_inputs
 from mertool.models.layers import MatMul
-from mertool.stages.contents import ENCODINGS
 
 OPTIMIZERS = {"adam", "adamw", "sgd"}
 

@@ -222,7 +222,8 @@ class _Recorder(nn.Module):
         return self.fc(flow.flatten(1))
 
 
-def _epoch_orders(shuffle: bool, epochs: int = 2) -> tuple[list[list[int]], list[int]]:
+def _train_recorder(epochs: int, **options) -> tuple[list[dict], list[int]]:
+    """Train the recorder on 15 numbered samples (fold: 10 train, 5 test); (history, train indices)."""
     if RECORDER not in _REGISTRY:
         register_model(RECORDER, InputSpec(stage="flow", arrays={"flow": (1, 2, 2)}), "records batches")(_Recorder)
     n = 15
@@ -231,13 +232,18 @@ def _epoch_orders(shuffle: bool, epochs: int = 2) -> tuple[list[list[int]], list
     y = np.arange(n) % 3
     subjects = [f"s{i // 5}" for i in range(n)]
     fold = make_folds(subjects, "loso")[1]
-    cfg = resolve_recipe(TrainConfig(model=RECORDER, batch_size=4, epochs=epochs, shuffle=shuffle, channels_last=False))
+    cfg = resolve_recipe(TrainConfig(model=RECORDER, epochs=epochs, channels_last=False, **options))
     _Recorder.seen = []
-    FoldTrainer({"flow": x}, y, fold, 1, cfg, 3, torch.device("cpu")).run()
+    result, _ = FoldTrainer({"flow": x}, y, fold, 1, cfg, 3, torch.device("cpu")).run()
+    return result.history, fold.train.tolist()
+
+
+def _epoch_orders(shuffle: bool, epochs: int = 2) -> tuple[list[list[int]], list[int]]:
+    _, train = _train_recorder(epochs, batch_size=4, shuffle=shuffle)
     batches = list(_Recorder.seen)
     per_epoch = len(batches) // epochs
     orders = [sum(batches[e * per_epoch:(e + 1) * per_epoch], []) for e in range(epochs)]
-    return orders, fold.train.tolist()
+    return orders, train
 
 
 def test_no_shuffle_trains_in_the_samples_order_every_epoch():
@@ -250,6 +256,13 @@ def test_shuffle_draws_a_new_order_each_epoch():
     orders, train = _epoch_orders(shuffle=True)
     assert all(sorted(o) == train for o in orders)
     assert orders[0] != orders[1] and train not in orders
+
+
+def test_step_lr_multiplies_by_gamma_every_step_epochs():
+    """Off-TANet's StepLR(step 60, gamma 0.3), stepped once per epoch; here with step 2."""
+    history, _ = _train_recorder(5, lr=1e-3, lr_step=2, lr_gamma=0.3)
+    lrs = [row["lr"] for row in history]
+    assert lrs == pytest.approx([1e-3, 1e-3, 3e-4, 3e-4, 9e-5], rel=1e-9)
 
 
 def test_shuffle_option_keeps_older_run_identities():
@@ -265,12 +278,10 @@ def test_shuffle_option_keeps_older_run_identities():
 
 @pytest.fixture(scope="module")
 def synth_flows(tmp_path_factory):
-    """The quick built-in set (6 subjects x 3 classes x 2 clips) as signed (raw displacement)
-    flow: Off-TANet's recipe (align, keyframes, TV-L1 at 112 px), and the same flow area-resized
-    to 28 px by the ``ststnet`` flow preset with its normalisation turned off."""
-    from mertool.recipes import make_features, plan_features
+    """The quick built-in set (6 subjects x 3 classes x 2 clips) as signed flow, made by the
+    recipes of the two signed-flow baselines (align, keyframes, TV-L1 flow at 28 and 112 px)."""
+    from mertool.recipes import make_features
     from mertool.stages.contents import flow_encoding
-    from mertool.stages.flow import FlowConfig, run_flow
     from mertool.stages.index import run_index
     from mertool.stages.stagefile import open_stage
     from mertool.synth import SynthConfig, generate
@@ -280,13 +291,9 @@ def synth_flows(tmp_path_factory):
     work, samples = root / "work", root / "work" / "samples.csv"
     work.mkdir()
     run_index("manifest", samples, sheet=root / "data" / "manifest.csv")
-    flow112 = make_features("offtanet", samples, work, jobs=2, progress=False)
-    aligned, keyframes = (work / step.output for step in plan_features("offtanet")[:2])
-    flow28 = run_flow(aligned, work / "flow28_signed.h5", FlowConfig.resolve(preset="ststnet", normalise="none"),
-                      samples_csv=keyframes, jobs=2, progress=False).path
     out = {}
-    for side, path in ((28, flow28), (112, flow112)):
-        sf = open_stage(path, expect="flow")
+    for model, side in (("offapexnet", 28), ("offtanet", 112)):
+        sf = open_stage(make_features(model, samples, work, jobs=2, progress=False), expect="flow")
         assert flow_encoding(sf) == "signed"
         out[side] = sf.array("flow").astype(np.float32)
         assert out[side].shape[1:] == (3, side, side)

@@ -70,6 +70,18 @@ def test_truth_intervals_outside_the_video_or_overlapping_are_named_one_line_eac
     assert result.row("all")["tp"] + result.row("all")["fn"] == len(truth) + 1  # the overlapping row is kept
 
 
+def test_truth_without_a_type_is_typed_by_its_length_at_the_video_frame_rate(long_set, tmp_path):
+    run_spot(long_set / "long.csv", tmp_path / "spots.csv", SpotConfig(fps=30), progress=False)
+    truth = read_samples(long_set / "long.csv")
+    typed = evaluate_spots(tmp_path / "spots.csv", long_set / "long.csv")
+    for t in truth:
+        assert t.label == ("micro" if t.offset - t.onset + 1 <= 15 else "macro")  # the generator's types agree with 0.5 s
+        t.label = ""
+    write_samples(truth, tmp_path / "untyped.csv")
+    untyped = evaluate_spots(tmp_path / "spots.csv", tmp_path / "untyped.csv", tmp_path / "untyped_eval.csv")
+    assert untyped.rows == typed.rows
+
+
 def test_a_video_shorter_than_the_window_is_reported_and_the_others_finish(long_set, tmp_path, capsys):
     short = tmp_path / "short"
     short.mkdir()

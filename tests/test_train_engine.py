@@ -376,7 +376,7 @@ def test_parallel_fold_workers_match_serial(tmp_path):
     """--jobs 2 (worker processes, registry model) gives the serial run's predictions."""
     x, labels, subjects = synthetic_flow(n_subjects=4, per_subject=6, size=28)
     path = write_flow_h5(tmp_path / "f28.h5", x, labels, subjects)
-    base = ["train", str(path), "--model", "ststnet", "--epochs", "3", "-q", "--device", "cpu"]
+    base = ["train", str(path), "--model", "ststnet-fast", "--epochs", "3", "-q", "--device", "cpu"]
     assert cli([*base, "-o", str(tmp_path / "serial")]) == 0
     assert cli([*base, "-o", str(tmp_path / "par"), "--jobs", "2"]) == 0
     a, b = _read_csv(tmp_path / "serial" / "predictions.csv"), _read_csv(tmp_path / "par" / "predictions.csv")

@@ -2,8 +2,9 @@
 
 Each adapter reads the set's interval annotations, one sample per annotated expression
 (micro and macro), whose ``frames`` is the whole long video, ``clip`` the video's folder
-name and ``label`` the expression type, ``micro`` or ``macro`` (from the sheet: its type
-column, or which sheet; where neither says, by duration: micro at most 0.5 s, MEGC).
+name and ``label`` the expression type, ``micro`` or ``macro``, as the sheet gives it (its
+type column, or which sheet; where it says neither, ``""``: ``mertool spot --evaluate``
+then types the interval by its length, micro at most 0.5 s as MEGC).
 ``mertool spot`` spots in every video such a samples.csv names and ``--evaluate`` scores
 against its intervals; ``mertool align``/``flow`` take the rows as clips as they are.
 
@@ -40,7 +41,6 @@ from .sheets import cell_text, data_root, find_dir, find_sheet, frame_number, re
 
 #: Frame rate of each long-video set (``mertool spot`` uses it when ``--fps`` is not given).
 FRAME_RATES = {"casme-sq-long": 30.0, "samm-long": 200.0, "casme3-long": 30.0}
-MICRO_SECONDS = 0.5
 
 SAMM_COLUMNS = {
     "subject": ("Subject",),
@@ -61,15 +61,12 @@ def frame_rate(dataset: str) -> float | None:
     return FRAME_RATES.get(dataset)
 
 
-def kind_of(text: str, length: int, fps: float) -> str:
+def kind_of(text: str) -> str:
     """``micro`` or ``macro`` from a type cell (``micro-expression``, ``Micro - 1/2``,
-    ``Macro``), else from the length (frames): micro at most 0.5 s."""
+    ``Macro``, or the sheet's name), else ``""`` (``mertool spot --evaluate`` then types
+    the interval by its length)."""
     text = text.lower()
-    if "macro" in text:
-        return "macro"
-    if "micro" in text:
-        return "micro"
-    return "micro" if length <= MICRO_SECONDS * fps + 1e-9 else "macro"
+    return "macro" if "macro" in text else "micro" if "micro" in text else ""
 
 
 def check_intervals(
@@ -112,7 +109,6 @@ Found = tuple[str, Sample, tuple[int, int], str]  # where, sample, its video's f
 
 def _samples(dataset: str, found: list[Found]) -> list[Sample]:
     """Samples of rows whose video was found: checked (:func:`check_intervals`) and typed."""
-    fps = FRAME_RATES[dataset]
     ranges = {s.clip: frames for _, s, frames, _ in found}
     outside, lines = check_intervals([(w, s.clip, s.onset, s.offset) for w, s, _, _ in found], ranges)
     for line in lines:
@@ -127,7 +123,7 @@ def _samples(dataset: str, found: list[Found]) -> list[Sample]:
         seen.add(s.sample_id)
         if s.apex != -1 and not s.onset <= s.apex <= s.offset:
             s.apex, s.apex_source = -1, "invalid"
-        s.label = kind_of(text, s.offset - s.onset + 1, fps)
+        s.label = kind_of(text)
         out.append(s)
     if not out:
         raise MertoolError(f"{dataset}: no usable intervals (see the warnings above)")

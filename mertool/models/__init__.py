@@ -13,13 +13,13 @@ Layout: ``_registry.py`` (the registry), ``_factory.py`` (building, weight files
 ``describe.py`` (the ``mertool models`` table), one file per family.
 """
 
-from ._registry import SOURCE_KINDS, InputSpec, ModelEntry, get_entry, list_models, register_model
+from ._registry import ENCODINGS, SOURCE_KINDS, InputSpec, ModelEntry, get_entry, list_models, register_model
 from ._factory import count_parameters, create_model, read_state_dict
 
 # The families: importing them registers their variants.
 from . import baselines, dianet, facesleuth, offtanet  # noqa: F401
 
 __all__ = [
-    "SOURCE_KINDS", "InputSpec", "ModelEntry", "count_parameters", "create_model", "get_entry",
+    "ENCODINGS", "SOURCE_KINDS", "InputSpec", "ModelEntry", "count_parameters", "create_model", "get_entry",
     "list_models", "read_state_dict", "register_model",
 ]

@@ -5,9 +5,8 @@ family explicitly, so the registry is complete once the package is imported.
 
 Each entry also says where its training recipe comes from (``source``: a paper, its
 authors' released code, or mertool's own) and which input encoding that recipe was made
-for (``InputSpec.encoding``: ``"signed"``, ``"minmax-byte"`` or ``"minmax-unit"``, as
-defined in :mod:`mertool.stages.contents`), so a run can tell a published setup from an
-improved one and refuse inputs at a scale the recipe never saw.
+for (``InputSpec.encoding``, one of :data:`ENCODINGS`), so a run can tell a published
+setup from an improved one and refuse inputs at a scale the recipe never saw.
 """
 
 from __future__ import annotations
@@ -19,6 +18,12 @@ from typing import Any
 from torch import nn
 
 from ..errors import unknown_name
+
+
+#: Flow encodings a model's recipe may be made for (:attr:`InputSpec.encoding`). The same
+#: names as the stage files' (:mod:`mertool.stages.contents`, which models/ does not import;
+#: a test keeps the two lists equal).
+ENCODINGS = ("signed", "minmax-unit", "minmax-byte")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +40,10 @@ class InputSpec:
     meta : tuple of str
         Per-sample meta fields also passed (e.g. ``("aus",)`` as a 21-d float vector).
     encoding : str or None
-        For ``flow`` inputs, the encoding the model's recipe was made for: ``"signed"``
-        (displacement, zero = no motion), ``"minmax-byte"`` (each map min-max stretched
-        to 0..255, as the widely shared composite images) or ``"minmax-unit"`` (the same
-        to 0..1); None when any will do or the input is no flow. ``mertool train`` checks
+        For ``flow`` inputs, the encoding the model's recipe was made for (:data:`ENCODINGS`):
+        ``"signed"`` (displacement, zero = no motion), ``"minmax-byte"`` (each map min-max
+        stretched to 0..255, as the widely shared composite images) or ``"minmax-unit"``
+        (the same to 0..1); None when any will do or the input is no flow. ``mertool train`` checks
         it against the encoding recorded in the flow file (:mod:`mertool.stages.contents`),
         and the recipe that makes the input (:mod:`mertool.recipes`) can follow it.
     """
@@ -47,6 +52,10 @@ class InputSpec:
     arrays: dict[str, tuple[int, ...]]
     meta: tuple[str, ...] = ()
     encoding: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None and self.encoding not in ENCODINGS:
+            raise ValueError(f"encoding must be None or one of {', '.join(ENCODINGS)}, got {self.encoding!r}")
 
 
 #: What a recipe's ``source`` starts with: the paper's text, its authors' released

@@ -14,11 +14,13 @@ authors trained them.
     ``padding=1, batchnorm=False, dropout=0, hidden=400`` gives the re-implementation
     whose counts Off-TANet's Table 2 lists (162,051 parameters, 526.98 K torchstat FLOPs).
 ``ststnet-fast`` (recipe source: mertool)
-    The same network with mertool's own recipe for mertool's signed flow (``mertool flow
-    --preset ststnet``): Adam lr 1e-3, batch 32, shuffled, 100 epochs. Why: the
-    published recipe takes ~1 optimiser step per epoch on small sets and its lr 5e-5 is
-    made for 0..255 inputs; on displacement of a few pixels it barely moves in a short
-    run. Not a published setup; compare it with papers only as mertool's own.
+    The same network with mertool's own recipe for signed flow (raw displacement, e.g.
+    ``mertool flow --preset ststnet --normalise none``): Adam lr 1e-3, batch 32, shuffled,
+    100 epochs. Why: the published recipe makes one optimiser step per epoch on sets
+    smaller than its batch of 256, at an lr chosen for 0..255 inputs; on displacement of a
+    few pixels it learns slowly (built-in quick set, 3-fold by subject, 100 epochs: UAR 0.47
+    published recipe, 0.89 this one). Not a published setup; compare it with papers only as
+    mertool's own.
 ``offapexnet`` (recipe source: the Off-TANet authors' comparison code)
     Off-ApexNet (Gan et al., Signal Processing: Image Communication 2019) as the
     Off-TANet authors set it up for their comparison: u and v as two streams, each conv
@@ -30,9 +32,10 @@ authors trained them.
     Off-TANet raw TV-L1 displacement (no normalisation) and sets Off-ApexNet up on that
     flow at 28 x 28.
 
-All consume a ``flow``-kind stage file at 28x28 (``mertool flow --preset ststnet``, or the
-composite images brought in with ``mertool import``); Off-ApexNet reads channels 0 and 1
-as u and v and ignores channel 2.
+All consume a ``flow``-kind stage file at 28x28 in their encoding (``mertool flow --preset
+ststnet`` makes minmax-byte maps, ``--normalise none`` signed ones; or the composite images
+brought in with ``mertool import``); Off-ApexNet reads channels 0 and 1 as u and v and
+ignores channel 2.
 """
 
 from __future__ import annotations

@@ -6,8 +6,12 @@ mouth, each cut into blocks of about a quarter of the inter-ocular distance):
 ``lbp``   block histograms of uniform rotation-invariant LBP codes (8 neighbours on a
           circle of radius 1, as :func:`skimage.feature.local_binary_pattern` with
           ``method="uniform"``; :func:`lbp_codes`);
-``flow``  block means of the Farneback optical flow from the previous frame; their running
-          sum is each block's trajectory, minus the median block's (head motion).
+``flow``  block means of the optical flow (OpenCV DIS) from the previous frame; their
+          running sum is each block's path, minus the median block's (head motion).
+
+Regions keep :data:`_LID_CLEARANCE` inter-ocular distances clear of the upper eyelids
+(the eyebrows above, the nose below), so blinks stay out; the default regions leave out
+the eyes.
 
 Feature difference (the classic scheme of Moilanen et al., ICPR 2014, used by the MEGC
 spotting baselines), with a window of ``k`` frames, about half the expected expression
@@ -17,19 +21,25 @@ so a change that comes and goes within ``2k`` frames stands out while slow drift
 steady ramps cancel. Per frame, the mean of the largest third of the block differences.
 
 Contrast and threshold (:func:`contrast`, :func:`threshold`): ``C(t) = F(t) -
-(F(t - k) + F(t + k)) / 2``, clipped at 0; peaks of ``C`` above ``median(C) + z *
-1.4826 * MAD(C)`` (a noise-relative rule: a video with one strong expression does not
-raise the bar for the others) and at least ``k`` frames apart are expressions.
+(F(t - k) + F(t + k)) / 2``, clipped at 0; peaks of ``C`` at least ``k`` frames apart that
+clear ``z`` robust standard deviations of the noise of ``F`` (from the spread of ``F``
+below its median, which expressions never reach: a video with a strong expression does not
+raise the bar for the others).
 
-Intervals (:func:`spot_curve`): ``[apex - k, apex + k]`` around each peak, clipped to the
-video; :func:`spot` runs a micro and a macro window, keeps each pass's intervals of its
-type (micro: at most :data:`MICRO_SECONDS`) and merges them with non-maximum suppression
-(:func:`nms`), the macro pass winning where both fire on one expression.
+Intervals (:func:`spot`): a micro pass (``k`` = half the expected micro-expression) and a
+macro pass (a longer window). A micro peak is kept when the expression has come and gone
+(:func:`returns`: the face ``k`` frames after it is no farther from where it was ``k``
+frames before than the peak is from both, :data:`RETURN`) and it does not fall inside a
+macro interval; a macro peak when its contrast stays above half height for more than half
+its window (shorter ones are micro-expressions). Intervals are ``[peak - k, peak + k]``
+clipped to the video, each type through non-maximum suppression (:func:`nms`); the type
+is micro for at most :data:`MICRO_SECONDS` (:func:`kind_of`).
 
 Evaluation (MEGC spotting track): a spotted interval is a true positive when its IoU
-(:func:`iou`, frames inclusive) with a ground-truth interval is at least 0.5, each
-ground-truth interval matched at most once (:func:`match`: highest IoU first);
-:func:`evaluate` counts TP/FP/FN per video, per subject, per type and overall.
+(:func:`iou`, frames inclusive) with a ground-truth interval of its type is at least 0.5,
+each interval matched at most once (:func:`match`: highest IoU first; the types are matched
+separately, :func:`count_video`); :func:`evaluate` counts TP/FP/FN per video, per subject,
+per type and overall (the sums over the types).
 """
 
 from __future__ import annotations
@@ -135,16 +145,6 @@ _UNIFORM = np.array(
     [bin(p).count("1") if bin(p ^ ((p >> 1) | ((p & 1) << 7))).count("1") <= 2 else 9 for p in range(256)],
     dtype=np.uint8,
 )
-
-
-def to_gray(frames: np.ndarray) -> np.ndarray:
-    """T x H x W (x 3) frames -> T x H x W uint8 grey (ITU-R 601 weights, as OpenCV)."""
-    frames = np.asarray(frames)
-    if frames.ndim == 4:
-        return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])
-    if frames.ndim != 3:
-        raise ValueError(f"expected T x H x W (x 3) frames, got shape {frames.shape}")
-    return frames.astype(np.uint8, copy=False)
 
 
 def lbp_codes(gray: np.ndarray) -> np.ndarray:
@@ -341,10 +341,6 @@ class Interval:
     offset: int
     score: float = 0.0
     kind: str = ""
-
-    @property
-    def length(self) -> int:
-        return self.offset - self.onset + 1
 
 
 def kind_of(length: int, fps: float) -> str:

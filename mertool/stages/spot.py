@@ -110,12 +110,13 @@ class SpotConfig(StageConfig):
             raise MertoolError(f"method must be one of {', '.join(spotting.METHODS)}, got {self.method!r}")
         if self.fps is not None and not 1 <= self.fps <= 10000:
             raise MertoolError(f"fps must be within 1..10000, got {self.fps}")
-        if not 1 <= self.rate <= 10000 or not 0 < self.micro_window < self.macro_window or self.macro_window > 10:
-            if not (self.macro_window == 0 and 0 < self.micro_window <= 10 and 1 <= self.rate <= 10000):
-                raise MertoolError(
-                    f"need rate 1..10000 and 0 < micro_window < macro_window <= 10 (or macro_window 0), got "
-                    f"rate {self.rate}, micro_window {self.micro_window}, macro_window {self.macro_window}"
-                )
+        if not 1 <= self.rate <= 10000:
+            raise MertoolError(f"rate must be within 1..10000, got {self.rate}")
+        if not 0 < self.micro_window <= 10 or not (self.macro_window == 0 or self.micro_window < self.macro_window <= 10):
+            raise MertoolError(
+                "need 0 < micro_window < macro_window <= 10 seconds (macro_window 0: micro only), got "
+                f"micro_window {self.micro_window}, macro_window {self.macro_window}"
+            )
         if not 0 < self.z <= 100:
             raise MertoolError(f"z must be within 0..100, got {self.z}")
         bad = [r for r in self.region_names() if r not in spotting.REGIONS]
@@ -513,10 +514,15 @@ def evaluate_spots(spots: str | Path, truth_csv: str | Path, out: str | Path | N
 
 
 def write_preview(
-    spots: str | Path, folder: str | Path, truth_csv: str | Path | None = None, max_videos: int = 8
+    spots: str | Path,
+    folder: str | Path,
+    truth_csv: str | Path | None = None,
+    max_videos: int = 8,
+    videos: list[str] | None = None,
 ) -> list[Path]:
-    """One PNG per video (the first ``max_videos``): each pass's difference curve, contrast
-    and threshold against time, the spotted intervals and, with ``truth_csv``, the true ones.
+    """One PNG per video (``videos``, or the first ``max_videos``): each pass's difference
+    curve, contrast and threshold against time, the spotted intervals and, with
+    ``truth_csv``, the true ones.
 
     Returns
     -------
@@ -534,7 +540,7 @@ def write_preview(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for video in sf.sample_ids[:max_videos]:
+    for video in videos if videos is not None else sf.sample_ids[:max_videos]:
         fig = _video_figure(plt, sf, video, truth.get(video, ("", []))[1])
         path = folder / f"spot_{video.replace('/', '_')}.png"
         fig.savefig(path, dpi=80)
@@ -565,7 +571,7 @@ def _video_figure(plt: Any, sf: StageFile, video: str, truth: list[tuple[int, in
                 ax.hlines(0.97, onset / fps, offset / fps, transform=ax.get_xaxis_transform(), color="k", lw=3)
         ax.set_ylabel(f"{name} pass")
     axes[0, 0].set_title(f"{video}: true micro (green) / macro (orange) intervals, spotted (black bars)", fontsize=9)
-    axes[0, 0].legend(loc="upper right", fontsize=7, ncol=3)
     axes[-1, 0].set_xlabel("seconds")
-    fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", fontsize=7, ncol=3, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
