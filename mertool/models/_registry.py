@@ -17,13 +17,13 @@ from typing import Any
 
 from torch import nn
 
+from ..encodings import ENCODINGS
 from ..errors import unknown_name
 
 
 #: Flow encodings a model's recipe may be made for (:attr:`InputSpec.encoding`). The same
 #: names as the stage files' (:mod:`mertool.stages.contents`, which models/ does not import;
 #: a test keeps the two lists equal).
-ENCODINGS = ("signed", "minmax-unit", "minmax-byte")
 
 
 @dataclasses.dataclass(frozen=True)

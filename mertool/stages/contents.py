@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..encodings import ENCODINGS
 from ..errors import MertoolError
 from .stagefile import StageFile, open_stage
 
-ENCODINGS = ("signed", "minmax-unit", "minmax-byte")
 UNKNOWN = "unknown"
 #: ``mertool flow``'s ``normalise`` values and the encoding each gives.
 NORMALISE_ENCODING = {"none": "signed", "magnitude": "signed", "minmax": "minmax-unit", "minmax255": "minmax-byte"}
