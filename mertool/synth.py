@@ -45,6 +45,7 @@ from . import __version__
 from .config import StageConfig, config_hash
 from .errors import MertoolError, UsageError
 from .faces import detect_landmarks, eye_centres
+from .io import writable_folder
 from .parallel import parallel_map
 
 # --------------------------------------------------------------------------- classes
@@ -683,12 +684,7 @@ def claim_folder(out: Path, params: dict, overwrite: bool, summary: str) -> bool
         return True
     if out.is_dir() and any(out.iterdir()) and not marker.is_file():
         raise MertoolError(f"{out}: folder is not empty and is not a mertool synth set; choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MertoolError(f"{out}: cannot create folder ({exc.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise MertoolError(f"{out}: folder is not writable")
+    writable_folder(out, "synth folder")
     marker.write_text(json.dumps({"key": key, "params": params}))
     return False
 

@@ -92,7 +92,7 @@ def test_cli_rejects_corrupt_input_without_traceback(tmp_path, capsys):
 def test_unwritable_output_folder_as_file(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder should be")
-    with pytest.raises(MertoolError, match="cannot create output folder"):
+    with pytest.raises(MertoolError, match="cannot write the output folder"):
         StageWriter(blocker / "sub" / "x.h5", "toy", {})
 
 

@@ -55,7 +55,7 @@ import numpy as np
 from .. import __version__
 from ..config import config_hash
 from ..errors import MertoolError
-from ..io import atomic_savez, atomic_write_text, os_error, safe_name, temp_sibling
+from ..io import atomic_savez, atomic_write_text, os_error, safe_name, temp_sibling, writable_folder
 from ..log import logger
 from ..samples import same_content
 
@@ -291,12 +291,7 @@ class StageWriter:
         folder = self.out.parent if str(self.out.parent) else Path(".")
         if self.out.is_dir():
             raise MertoolError(f"{self.out}: is a folder; give the .h5 file to write (e.g. {self.out / (self.stage + '.h5')})")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MertoolError(f"{folder}: cannot create output folder ({exc.strerror})") from None
-        if not os.access(folder, os.W_OK):
-            raise MertoolError(f"{folder}: output folder is not writable")
+        writable_folder(folder, "output folder")
 
     def _prepare(self, overwrite: bool) -> None:
         """Decide, under the lock, what is reused: the finished file, shards, or nothing."""
