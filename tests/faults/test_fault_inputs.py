@@ -79,7 +79,7 @@ def test_read_only_output_folders(tmp_path, capsys):
             (["keyframes", str(samples), "--method", "midpoint", "-o", str(ro / "s.csv")], "output folder"),
             (["align", str(samples), "-o", str(tmp_path / "b.h5"), *ALIGN, "--preview", str(ro)], "preview folder"),
             (["pairs", str(aligned), "-o", str(tmp_path / "p.h5"), "--size", "32", "--preview", str(ro / "sub")], "preview folder"),
-            (["align", str(samples), "-o", str(ro / "a.h5"), *ALIGN], "not writable"),
+            (["align", str(samples), "-o", str(ro / "a.h5"), *ALIGN], "cannot write the output folder"),
         ):
             rc, err = _run(capsys, argv)
             line = one_error_line(err)
