@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from mertool.stages.index import run_index
-from mertool.stages.spot import SpotConfig, run_spot, write_preview
+from mertool.stages.spot import SpotConfig, evaluate_spots, run_spot, write_preview
 from mertool.synth_long import LongSynthConfig, generate_long
 
 
@@ -22,7 +22,8 @@ def main(work: Path) -> Path:
     manifest = generate_long(work / "data", LongSynthConfig(subjects=2), jobs=2, progress=False)
     run_index("manifest", work / "long.csv", sheet=manifest)
     run_spot(work / "long.csv", work / "spots.csv", SpotConfig(fps=200), jobs=2, progress=False)
-    (picture,) = write_preview(work / "spots.csv", work / "pictures", work / "long.csv", videos=["sub02_v2"])
+    scores = evaluate_spots(work / "spots.csv", work / "long.csv")
+    (picture,) = write_preview(work / "spots.csv", work / "pictures", scores, videos=["sub02_v2"])
     return Path(shutil.copy(picture, Path(__file__).with_name("spot_curve.png")))
 
 

@@ -278,7 +278,7 @@ def format_summary(summary: dict) -> str:
 
 def spot_steps(out: Path, cfg: Any, jobs: int, overwrite: bool, scores: dict) -> list[Step]:
     """The steps of one frame rate of the spotting demo: synth-long -> index -> spot (aligning
-    each video as it streams) -> evaluate, which puts its :class:`~mertool.stages.spot.EvalResult`
+    each video as it streams) and evaluate, which puts its :class:`~mertool.stages.spot.EvalResult`
     in ``scores`` under ``"<fps>fps"``."""
     from .stages.index import run_index
     from .stages.spot import SpotConfig, evaluate_spots, run_spot, write_preview
@@ -290,7 +290,8 @@ def spot_steps(out: Path, cfg: Any, jobs: int, overwrite: bool, scores: dict) ->
 
     def spot() -> None:
         run_spot(long_csv, spots, SpotConfig(fps=cfg.fps), jobs=jobs, overwrite=overwrite)
-        write_preview(spots, pics, long_csv, max_videos=2)
+        scores[tag] = evaluate_spots(spots, long_csv)
+        write_preview(spots, pics, scores[tag], max_videos=2)
 
     return [
         Step(f"synth-long {tag}", f"mertool.synth_long.generate_long('{data}', LongSynthConfig(fps={cfg.fps:g}, "
@@ -298,9 +299,8 @@ def spot_steps(out: Path, cfg: Any, jobs: int, overwrite: bool, scores: dict) ->
              lambda: generate_long(data, cfg, jobs=jobs, overwrite=overwrite)),
         Step(f"index {tag}", f"mertool index --dataset manifest --sheet {data}/manifest.csv -o {long_csv}",
              lambda: run_index("manifest", long_csv, sheet=data / "manifest.csv")),
-        Step(f"spot {tag}", f"mertool spot {long_csv} -o {spots} --fps {cfg.fps:g} --evaluate {long_csv} --preview {pics}", spot),
-        Step(f"evaluate {tag}", f"(the --evaluate above: {work}/spots_eval.csv)",
-             lambda: scores.__setitem__(tag, evaluate_spots(spots, long_csv))),
+        Step(f"spot + evaluate {tag}", f"mertool spot {long_csv} -o {spots} --fps {cfg.fps:g} --evaluate {long_csv} "
+             f"--preview {pics}", spot),
     ]
 
 

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
     def spot(
         samples_csv: Path = typer.Argument(..., help="samples.csv naming the videos (each frames folder / video file is spotted over all its frames)."),
         out: Path = out_option("Spotting CSV to write; spots.h5 (curves) and <name>_samples.csv (the spotted clips) go beside it."),
-        fps: Optional[float] = typer.Option(None, help="Frame rate of the videos [default: the dataset's: casme-sq-long 30, samm-long 200, casme3-long 30]."),
+        fps: Optional[float] = typer.Option(None, help="Frame rate of the videos [default: the dataset's, for the long-video sets (see `mertool datasets`)]."),
         method: Optional[str] = typer.Option(None, help=f"Per-frame features: flow (block optical flow) or lbp (classic LBP chi-square) [default: {_D.method}]."),
         rate: Optional[float] = typer.Option(None, help=f"Frames per second analysed (every round(fps/rate)-th frame) [default: {_D.rate:g}]."),
         micro_window: Optional[float] = typer.Option(None, help=f"Half window of the micro pass, seconds [default: {_D.micro_window:g}]."),
@@ -44,10 +44,10 @@ def register(app: typer.Typer) -> None:
                                  z=z, regions=regions, size=size, crop=crop, upsample=upsample)
         result = run_spot(samples_csv, out, cfg, jobs=jobs, overwrite=overwrite)
         typer.echo(result.summary())
-        if evaluate is not None:
-            scores = evaluate_spots(out, evaluate)
+        scores = evaluate_spots(out, evaluate) if evaluate is not None else None
+        if scores is not None:
             typer.echo(scores.table())
             typer.echo(scores.summary())
         if preview is not None:
-            paths = write_preview(out, preview, evaluate)
+            paths = write_preview(out, preview, scores)
             typer.echo(f"pictures: {preview}/ ({len(paths)} files)")

@@ -166,7 +166,7 @@ def _records(sheet: Path, table) -> list[tuple[str, dict]]:
     return [(f"{sheet.name}:{rec['_line']}", rec) for rec in table.to_dict("records")]
 
 
-@register_dataset("casme-sq-long", "CAS(ME)^2 long videos (30 fps): --root with rawpic/s15.. and CAS(ME)^2code_final.xlsx; micro and macro intervals", pre_cropped=False)
+@register_dataset("casme-sq-long", f"CAS(ME)^2 long videos ({FRAME_RATES['casme-sq-long']:g} fps): --root with rawpic/s15.. and CAS(ME)^2code_final.xlsx; micro and macro intervals", pre_cropped=False)
 def load_casme_sq_long(root: Path | None = None, sheet: Path | None = None, **_: object) -> list[Sample]:
     from .casme_sq import SHEETS
 
@@ -183,7 +183,7 @@ def load_casme_sq_long(root: Path | None = None, sheet: Path | None = None, **_:
     return _collect("casme-sq-long", _records(sheet_path, main_table(sheet_path)), locate)
 
 
-@register_dataset("samm-long", "SAMM long videos (200 fps): --root with 006_1.. and SAMM_LongVideos_V*.xlsx; micro and macro intervals", pre_cropped=False)
+@register_dataset("samm-long", f"SAMM long videos ({FRAME_RATES['samm-long']:g} fps): --root with 006_1.. and SAMM_LongVideos_V*.xlsx; micro and macro intervals", pre_cropped=False)
 def load_samm_long(root: Path | None = None, sheet: Path | None = None, **_: object) -> list[Sample]:
     sheet_path = find_sheet(root, sheet, SAMM_SHEETS, "samm-long")
     base = data_root(root or sheet_path.parent, lambda p: _has(p, r"\d{3}_\d+"), "samm-long")
@@ -198,7 +198,7 @@ def load_samm_long(root: Path | None = None, sheet: Path | None = None, **_: obj
     return _collect("samm-long", _records(sheet_path, table), locate)
 
 
-@register_dataset("casme3-long", "CAS(ME)^3 part A long videos (30 fps): --root with spNO.* and the part A ME and MaE label sheets", pre_cropped=False)
+@register_dataset("casme3-long", f"CAS(ME)^3 part A long videos ({FRAME_RATES['casme3-long']:g} fps): --root with spNO.* and the part A ME and MaE label sheets", pre_cropped=False)
 def load_casme3_long(root: Path | None = None, sheet: Path | None = None, **_: object) -> list[Sample]:
     if root is None:
         raise MertoolError("--root is required for --dataset casme3-long (it reads the ME and the MaE sheet)")

@@ -17,8 +17,10 @@ Outputs, for ``-o spots.csv``:
 
 - ``spots.h5`` (stage ``"spots"``, per video): ``frame_numbers`` (the analysed frames),
   the curves (``micro``, ``micro_contrast``, ``macro``, ``macro_contrast``),
-  ``intervals`` (N x 3 frame numbers: onset, apex, offset) and ``scores``; meta: subject,
-  dataset, video, source, fps, stride, threshold per pass. Resumable like every stage;
+  ``intervals`` (N x 3 frame numbers: onset, apex, offset) and ``scores``; meta:
+  ``subject``, ``dataset``, ``clip``, ``frames`` / ``video`` (the source), ``fps``,
+  ``stride``, ``rate`` (analysed), ``first_frame``, ``last_frame``, ``n_intervals`` and
+  each pass's threshold (``micro_level``, ``macro_level``). Resumable like every stage;
   ``--jobs`` runs videos in parallel;
 - ``spots.csv``: ``video, subject, onset, apex, offset, type, score, seconds`` (one row
   per interval, frame numbers of the video; ``type`` micro when at most 0.5 s);
@@ -88,7 +90,8 @@ class SpotConfig(StageConfig):
     regions : str
         Comma-separated landmark regions (brows, eyes, nose, mouth).
     size, margin, detector, upsample, crop, interpolation
-        Alignment, as ``mertool align`` (crop ``similarity``, ``box`` or ``none``).
+        Alignment, as ``mertool align`` (crop ``similarity``, ``box`` or ``none``;
+        interpolation ``linear`` by default: the features are block averages).
     """
 
     method: str = "flow"
@@ -433,6 +436,7 @@ class EvalResult:
     rows: list[dict[str, Any]]
     path: Path
     left_out: int = 0
+    truth: dict[str, tuple[str, list[tuple[int, int, str]]]] = dataclasses.field(default_factory=dict)
 
     def row(self, kind: str = "micro", scope: str = "overall", name: str = "all") -> dict[str, Any]:
         return next(r for r in self.rows if (r["scope"], r["name"], r["type"]) == (scope, name, kind))
@@ -507,7 +511,7 @@ def evaluate_spots(spots: str | Path, truth_csv: str | Path, out: str | Path | N
     rows = spotting.evaluate(videos)
     path = Path(out) if out is not None else h5.with_name(h5.stem + "_eval.csv")
     atomic_write_text(path, format_table(rows, EVAL_COLUMNS, "csv") + "\n")
-    return EvalResult(rows, path, left_out)
+    return EvalResult(rows, path, left_out, truth)
 
 
 # --------------------------------------------------------------------------- pictures
@@ -516,13 +520,13 @@ def evaluate_spots(spots: str | Path, truth_csv: str | Path, out: str | Path | N
 def write_preview(
     spots: str | Path,
     folder: str | Path,
-    truth_csv: str | Path | None = None,
+    scores: EvalResult | None = None,
     max_videos: int = 8,
     videos: list[str] | None = None,
 ) -> list[Path]:
     """One PNG per video (``videos``, or the first ``max_videos``): each pass's difference
-    curve, contrast and threshold against time, the spotted intervals and, with
-    ``truth_csv``, the true ones.
+    curve, contrast and threshold against time, the spotted intervals and, with the
+    ``scores`` of :func:`evaluate_spots`, the true ones.
 
     Returns
     -------
@@ -536,7 +540,7 @@ def write_preview(
 
     h5 = Path(spots) if Path(spots).suffix == ".h5" else output_paths(spots)[0]
     sf = open_stage(h5, expect="spots")
-    truth = _truth(sf, truth_csv)[0] if truth_csv is not None else {}
+    truth = scores.truth if scores is not None else {}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
