@@ -34,7 +34,15 @@ from mertool.stages.stagefile import StageWriter
 from mertool.models import count_parameters, create_model, get_entry, list_models
 from mertool.device import resolve_device
 from mertool.train.config import GLOBAL_DEFAULTS, TrainConfig
+from mertool.train.fold import FoldTrainer
+from mertool.train.config import resolve_recipe
+from mertool.train.loso import make_folds
 from mertool.train.run import train_run
+from mertool.train.stacked import Replica, StackedTrainer
+
+#: The real protocols' sizes (subjects, samples): Off-TANet's 3-class composite LOSO, and the
+#: 442-sample composite set STSTNet / Off-ApexNet are scored on.
+PROTOCOLS = {"offtanet": (49, 294), "ststnet": (68, 442), "offapexnet": (68, 442)}
 
 
 def _random_batch(spec, n: int, device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -120,6 +128,38 @@ def loso_time(name: str, features: Path, epochs: int, jobs: int, device: str, wo
     return time.perf_counter() - t, result.metrics["train_seconds"] / jobs
 
 
+def fold_parallel(name: str, device: torch.device, epochs: int, folds_timed: int, seeds: int) -> dict:
+    """Wall seconds of (a) the sequential engine, (b) stacked folds, (c) stacked folds x ``seeds``.
+
+    Random inputs at the size of the model's real protocol (:data:`PROTOCOLS`), subjects of
+    near-equal size; the first ``folds_timed`` LOSO folds (0 = all), ``epochs`` epochs each.
+    Returns training samples/s (fold-epochs x training samples per wall second) of each.
+    """
+    n_subj, n = PROTOCOLS[name]
+    shape = get_entry(name).input.arrays["flow"]
+    gen = torch.Generator().manual_seed(0)
+    X = {"flow": torch.randn(n, *shape, generator=gen).to(device)}
+    y = np.arange(n) % 3
+    subjects = [f"s{i * n_subj // n:02d}" for i in range(n)]
+    cfg = resolve_recipe(TrainConfig(model=name, epochs=epochs, device=str(device)))
+    folds = make_folds(subjects, "loso", 5, [], 0.0, 0)
+    folds = folds[: folds_timed or len(folds)]
+    work = sum(len(f.train) for f in folds) * epochs
+
+    t = time.perf_counter()
+    for i, f in enumerate(folds):
+        FoldTrainer(X, y, f, i, cfg, 3, device).run()
+    seq = time.perf_counter() - t
+    t = time.perf_counter()
+    StackedTrainer(X, y, [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, 3, device).run()
+    stacked = time.perf_counter() - t
+    t = time.perf_counter()
+    reps = [Replica(f, i, s) for s in range(seeds) for i, f in enumerate(folds)]
+    StackedTrainer(X, y, reps, cfg, 3, device).run()
+    stacked_seeds = time.perf_counter() - t
+    return {"folds": len(folds), "train_samples": work, "seq": seq, "stacked": stacked, "seeds": stacked_seeds}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=None, help="models to time (default: all registered)")
@@ -130,9 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of the timed LOSO run")
     ap.add_argument("--jobs", type=int, nargs="*", default=[1, 2], help="fold-worker counts to time (CPU)")
     ap.add_argument("--no-channels-last", action="store_true", help="time NCHW instead of channels-last")
+    ap.add_argument("--fold-parallel", action="store_true",
+                    help="only the fold-parallel section: sequential vs stacked folds vs stacked x --seeds")
+    ap.add_argument("--folds", type=int, default=0, help="fold-parallel: time the first N folds (0 = all)")
+    ap.add_argument("--seeds", type=int, default=5, help="fold-parallel: seeds in the stacked x seeds run")
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
+    if args.fold_parallel:
+        return fold_parallel_table(args.models or list(PROTOCOLS), device, args.epochs, args.folds, args.seeds)
     names = args.models or list_models()
     print(f"# torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else f", {os.cpu_count()} CPU cores, "
@@ -161,6 +207,22 @@ def main(argv: list[str] | None = None) -> int:
                 default_epochs = int(get_entry(name).defaults.get("epochs", GLOBAL_DEFAULTS["epochs"]))
                 cells.append(f"{49 * 288 * default_epochs / rate / 60:.0f} ({default_epochs} ep)")
             print("| " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+def fold_parallel_table(names: list[str], device: torch.device, epochs: int, folds: int, seeds: int) -> int:
+    """Print the fold-parallel table (one row per model)."""
+    print(f"# torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"| model | protocol (subjects, samples) | folds timed x epochs | sequential: s (samples/s) "
+          f"| stacked folds: s (samples/s) | stacked x {seeds} seeds: s (samples/s) | speed-up (stacked, per seed) |")
+    print("|---" * 7 + "|")
+    for name in names:
+        r = fold_parallel(name, device, epochs, folds, seeds)
+        w = r["train_samples"]
+        print(f"| {name} | {PROTOCOLS[name]} | {r['folds']} x {epochs} | {r['seq']:.1f} ({w / r['seq']:.0f}) "
+              f"| {r['stacked']:.1f} ({w / r['stacked']:.0f}) | {r['seeds']:.1f} ({seeds * w / r['seeds']:.0f}) "
+              f"| {r['seq'] / r['stacked']:.2f}x, {seeds * r['seq'] / r['seeds']:.2f}x |", flush=True)
     return 0
 
 

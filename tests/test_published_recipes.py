@@ -268,7 +268,7 @@ def test_step_lr_multiplies_by_gamma_every_step_epochs():
 def test_shuffle_option_keeps_older_run_identities():
     """Runs recorded before ``shuffle`` existed all shuffled: at True their identity is unchanged."""
     cfg = resolve_recipe(TrainConfig(model="offtanet"))
-    before = config_hash({"config": {k: getattr(cfg, k) for k in IDENTITY_KEYS if k != "shuffle"}, "input": "k"})
+    before = config_hash({"config": {k: getattr(cfg, k) for k in IDENTITY_KEYS if k not in ("shuffle", "fold_batch")}, "input": "k"})
     assert cfg.shuffle is True and identity(cfg, "k") == before
     fixed = resolve_recipe(TrainConfig(model="offtanet", shuffle=False))
     assert identity(fixed, "k") != before

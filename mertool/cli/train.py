@@ -39,6 +39,8 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [default: auto]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Folds trained in parallel processes on CPU (-1 = all cores) [default: 1]."),
+    fold_batch: Optional[str] = typer.Option(None, "--fold-batch", help="Folds trained as one stacked computation: N, or auto (as many as fit memory); flow models without early stopping/ORACLE [default: 1 = fold by fold]."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: the protocol once per seed (<out>/seed_<s>/), metrics as mean ± sd over seeds."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights (state_dict) for every fold."),
     overwrite: bool = OverwriteOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -49,7 +51,7 @@ def train(
     by looking at a test subject. Re-running the same command resumes a killed run.
     """
     from ..train.config import TrainConfig
-    from ..train.run import train_run
+    from ..train.run import train_run, train_seeds
 
     setup_cli_logging()
     if features is not None and features_opt is not None and features != features_opt:
@@ -64,10 +66,41 @@ def train(
         seed=seed, device=device, jobs=jobs, weights=str(weights) if weights else None,
         test_subjects=[s.strip() for s in test_subjects.split(",") if s.strip()] if test_subjects else None,
     )
+    if fold_batch is not None:
+        overrides["fold_batch"] = _fold_batch(fold_batch)
     cfg = TrainConfig.resolve(config, **overrides)
-    result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
+    if seeds is not None:
+        result = train_seeds(path, out, cfg, _seeds(seeds), overwrite=overwrite, progress=not quiet)
+    else:
+        result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
     for line in result.summary().splitlines():
         logger.info(line)
+
+
+def _fold_batch(text: str) -> int:
+    """``--fold-batch``: ``auto`` (0) or a positive integer."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--fold-batch must be a positive integer or auto, got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``: distinct integers."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        seeds = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    dupes = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dupes:
+        raise UsageError(f"--seeds lists seed(s) {', '.join(map(str, dupes))} more than once")
+    return seeds
 
 
 def report(

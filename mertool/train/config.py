@@ -70,6 +70,7 @@ class TrainConfig(StageConfig):
     amp: bool = True  # mixed precision on GPU
     channels_last: bool = True  # NHWC convolutions (~1.5x faster training of small CNNs on CPU)
     jobs: int = 1  # folds trained in parallel worker processes (CPU)
+    fold_batch: int = 1  # folds trained as one stacked computation (1 = fold by fold, 0 = auto; see train.stacked)
     checkpoint_every: int = 5  # epochs between resumable checkpoints
     weights: str | None = None  # initial weights (state_dict) for every fold
     model_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -95,6 +96,8 @@ class TrainConfig(StageConfig):
             raise MertoolError("oracle and early_stopping exclude each other (oracle reports the fixed budget's epochs)")
         if self.jobs == 0 or self.jobs < -1:
             raise MertoolError(f"jobs must be >= 1 or -1 (all cores), got {self.jobs}")
+        if not isinstance(self.fold_batch, int) or self.fold_batch < 0:
+            raise MertoolError(f"fold_batch must be a positive integer or 0 (auto), got {self.fold_batch!r}")
         if not isinstance(self.accumulate, int) or self.accumulate < 1:
             raise MertoolError(f"accumulate must be a positive integer, got {self.accumulate!r}")
         if self.patience < 1 or self.checkpoint_every < 1:
@@ -108,10 +111,11 @@ IDENTITY_KEYS = (
     "model", "scheme", "k", "test_subjects", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
     "momentum", "lr_step", "lr_gamma", "augment", "shuffle", "accumulate", "class_balanced", "early_stopping",
     "val_fraction", "patience", "oracle", "min_class_samples", "seed", "amp", "weights", "model_kwargs",
+    "fold_batch",  # stacked folds draw dropout per replica group, so the grouping is part of the computation
 )
 #: Identity fields added after run directories were first recorded, with the value every
 #: earlier run had: at that value they stay out of the hash, so those directories resume.
-LATER_KEYS: dict[str, Any] = {"shuffle": True}
+LATER_KEYS: dict[str, Any] = {"shuffle": True, "fold_batch": 1}
 
 
 def _identity_params(cfg: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """Plots of a run and a table comparing runs (``mertool report``).
 
+A run over several seeds (``mertool train --seeds``) shows each score as mean ± sd over seeds.
+
 A run scored on several source datasets (a composite benchmark) adds ``UF1_<dataset>``
 and ``UAR_<dataset>`` columns after the pooled ``UF1`` and ``UAR``.
 """
@@ -123,6 +125,12 @@ def _dataset_cells(m: dict) -> dict[str, str]:
     return {f"{kind}_{name}": f"{d[kind.lower()]:.4f}" for name, d in per.items() for kind in ("UF1", "UAR")}
 
 
+def _score(m: dict, key: str) -> str:
+    """A metric cell: ``0.6123``, or ``0.6123 ± 0.0150`` (mean ± sd) for a run over several seeds."""
+    sd = m.get(f"{key}_sd")
+    return f"{m[key]:.4f}" if sd is None else f"{m[key]:.4f} ± {sd:.4f}"
+
+
 def _row(m: dict, label: str) -> dict:
     fm = m.get("fold_mean", {})
     return {
@@ -131,11 +139,11 @@ def _row(m: dict, label: str) -> dict:
         "scheme": m.get("scheme", ""),
         "folds": m.get("n_folds", 0),
         "samples": m.get("n_samples", ""),
-        "UF1": f"{m['uf1']:.4f}",
-        "UAR": f"{m['uar']:.4f}",
-        "acc": f"{m['accuracy']:.4f}",
-        "acc_fold_mean": f"{fm.get('accuracy', float('nan')):.4f}",
-        "macro_f1_fold_mean": f"{fm.get('macro_f1', float('nan')):.4f}",
+        "UF1": _score(m, "uf1"),
+        "UAR": _score(m, "uar"),
+        "acc": _score(m, "accuracy"),
+        "acc_fold_mean": f"{fm['accuracy']:.4f}" if "accuracy" in fm else "",  # none over seeds
+        "macro_f1_fold_mean": f"{fm['macro_f1']:.4f}" if "macro_f1" in fm else "",
         "params": m.get("params", ""),
         "epochs": m.get("epochs", ""),
         "selection": m.get("selection", ""),

@@ -2,8 +2,10 @@
 
 :func:`train_run` resolves the config once, splits the data, and hands each unfinished
 fold to :func:`run_fold_job` as a :class:`FoldJob` (in this process, or in worker
-processes with ``jobs``). Files go where :class:`~mertool.train.rundir.RunDir` says. A
-killed run continues from the last finished fold and the last epoch checkpoint.
+processes with ``jobs``), or, with ``fold_batch``, in stacked groups
+(:mod:`mertool.train.stacked`). Files go where :class:`~mertool.train.rundir.RunDir` says. A
+killed run continues from the last finished fold and the last epoch checkpoint (of the fold,
+or of its stacked group). :func:`train_seeds` runs the protocol once per seed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .fold import FoldResult, FoldTrainer, check_fold
 from .loso import Fold, make_folds
 from .metrics import compute_metrics
 from .rundir import ORACLE, FoldDir, RunDir
+from .stacked import Replica, StackedTrainer, auto_fold_batch, seed_summary, stack_refusal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +154,68 @@ def _worker_count(cfg: TrainConfig, device: torch.device, pending: int) -> int:
     return min(jobs, max(pending, 1))
 
 
+def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, pending: int) -> int:
+    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto); 1 = train fold by fold."""
+    if cfg.fold_batch == 1 or pending < 2:
+        return 1
+    why = stack_refusal(cfg, device, len(data.classes))
+    if why is not None:
+        logger.info(f"{cfg.model}: training fold by fold, not stacked ({why})")
+        return 1
+    if cfg.fold_batch == 0:
+        X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
+        size = auto_fold_batch(cfg, X, len(data.classes), device, pending)
+        logger.info(f"{cfg.model}: fold batch auto = {size} (of {pending} folds to train)")
+    else:
+        size = min(cfg.fold_batch, pending)
+        if size < cfg.fold_batch:
+            logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {pending} folds to train")
+    if cfg.jobs != 1 and size > 1:
+        logger.info(f"{cfg.model}: stacked folds train in this process; jobs={cfg.jobs} not used")
+    return size
+
+
+def _train_stacked(
+    data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], group: list[int], cfg: TrainConfig,
+    device: torch.device,
+) -> list[FoldResult]:
+    """Train the folds ``group`` as one stack and publish each fold's files."""
+    X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
+    for i in group:
+        fold_dirs[i].path.mkdir(parents=True, exist_ok=True)
+    replicas = [Replica(folds[i], i, cfg.seed) for i in group]
+    trainer = StackedTrainer(X, data.y, replicas, cfg, len(data.classes), device,
+                             fold_dirs[group[0]].stack_checkpoint, data.encoding)
+    out = trainer.run()
+    for i, (result, state) in sorted(zip(group, out), key=lambda x: x[0] == group[0]):  # the group's head last
+        fold_dirs[i].publish(result, state)
+    return [r for r, _ in out]
+
+
+def _train_groups(
+    data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int], size: int, cfg: TrainConfig,
+    device: torch.device,
+) -> dict[int, FoldResult]:
+    """Train the folds ``pending`` in stacked groups of ``size``; a group out of memory is halved and retried."""
+    queue, results = [pending[s : s + size] for s in range(0, len(pending), size)], {}
+    while queue:
+        group = queue.pop(0)
+        try:
+            out = _train_stacked(data, folds, fold_dirs, group, cfg, device)
+        except torch.OutOfMemoryError:
+            if len(group) == 1:
+                raise
+            half = len(group) // 2
+            logger.warning(f"{cfg.model}: out of memory with {len(group)} stacked folds; retrying as {half} + "
+                           f"{len(group) - half} (finished folds are kept)")
+            queue[:0] = [group[:half], group[half:]]
+            continue
+        for i, r in zip(group, out):
+            results[i] = r
+            logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} (stacked)")
+    return results
+
+
 def _train_folds(
     run: RunDir, features: str, data: TrainData, folds: list[Fold], cfg: TrainConfig, device: torch.device,
     progress: bool,
@@ -161,6 +226,10 @@ def _train_folds(
     pending = [i for i in range(len(folds)) if i not in results]
     if results and pending:
         logger.info(f"{run.path}: resuming, {len(results)} of {len(folds)} folds already done")
+    size = _stack_size(cfg, device, data, len(pending))
+    if size > 1:
+        results.update(_train_groups(data, folds, fold_dirs, pending, size, cfg, device))
+        return [results[i] for i in range(len(folds))], len(folds) - len(pending)
     jobs = _worker_count(cfg, device, len(pending))
     in_process = data if jobs == 1 else None  # folds run in this process: reuse the data in memory
     work = [
@@ -359,3 +428,58 @@ def write_outputs(
         rows.append(row + ([r.oracle["epoch"], f"{_fold_accuracy(r, data.y, oracle=True):.4f}"] if cfg.oracle else []))
     run.write_folds_table(header, rows)
     return metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedsResult:
+    """What :func:`train_seeds` produced: the per-seed runs and the summary over seeds."""
+
+    path: Path
+    metrics: dict
+    runs: list[RunResult]
+
+    def summary(self) -> str:
+        """Each metric as mean ± sd over seeds, then the per-seed values, for the console."""
+        m = self.metrics
+        text = f"{self.path}: {len(m['seeds'])} seeds ({', '.join(map(str, m['seeds']))}): " + "  ".join(
+            f"{name} {m[k]:.4f} ± {m[k + '_sd']:.4f}" for k, name in (("uf1", "UF1"), ("uar", "UAR"), ("accuracy", "acc"))
+        )
+        for s, r in zip(m["seeds"], self.runs):
+            text += f"\n{self.path}:   seed {s}: UF1 {r.metrics['uf1']:.4f}  UAR {r.metrics['uar']:.4f}"
+        return text
+
+
+def train_seeds(
+    features: str | Path, out: str | Path | None, config: TrainConfig, seeds: list[int], *, overwrite: bool = False,
+    progress: bool = True,
+) -> SeedsResult:
+    """Run the protocol once per seed (``<out>/seed_<s>/``, each a run directory) and summarise over seeds.
+
+    ``<out>/metrics.json`` holds each metric's mean and sample sd over seeds
+    (:func:`~mertool.train.stacked.seed_summary`), the per-seed values, and the recipe
+    fields of the runs. Finished seeds are not trained again.
+
+    Raises
+    ------
+    MertoolError
+        Fewer than one seed, or duplicate seeds; anything :func:`train_run` raises.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise MertoolError(f"seeds must be distinct integers, got {seeds}")
+    seeds = sorted(seeds)
+    cfg = resolve_recipe(config)
+    root = Path(out) if out is not None else RunDir.for_model(cfg.model, cfg.oracle).path
+    if root.is_dir() and RunDir(root).is_run:
+        raise MertoolError(f"{root}: holds a single-seed run; choose another -o for a run over seeds")
+    runs = [
+        train_run(features, root / f"seed_{s}", dataclasses.replace(config, seed=s), overwrite=overwrite,
+                  progress=progress)
+        for s in seeds
+    ]
+    first = runs[0].metrics
+    metrics = {k: first[k] for k in ("model", "params", "scheme", "epochs", "selection", "n_folds", "n_samples")}
+    metrics.update(seed_summary({s: r.metrics for s, r in zip(seeds, runs)}))
+    metrics["runs"] = [str(r.path) for r in runs]
+    metrics["wall_seconds"] = float(sum(r.metrics["wall_seconds"] for r in runs))
+    RunDir(root).write_metrics(metrics)
+    return SeedsResult(root, metrics, runs)

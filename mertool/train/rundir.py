@@ -5,7 +5,7 @@ Layout::
     config.yaml         resolved TrainConfig (seed included)
     run.json            provenance: mertool/torch versions, input file key, classes,
                         dropped classes, folds, parameter count, identity hash, times
-    folds/<fold>/       log.csv (per-epoch), checkpoint.pt (while unfinished),
+    folds/<fold>/       log.csv (per-epoch), checkpoint.pt or stack_checkpoint.pt (while unfinished),
                         final.pt (state_dict; load with weights_only=True), result.json
     folds.csv           one line per fold (sizes, epochs, chosen epoch, accuracy, seconds)
     predictions.csv     sample_id, subject, dataset, fold, label, prediction, p_<class>...
@@ -63,6 +63,11 @@ class FoldDir:
         return self.path / "checkpoint.pt"
 
     @property
+    def stack_checkpoint(self) -> Path:
+        """Epoch checkpoint of the stacked replica group this fold heads (see :mod:`mertool.train.stacked`)."""
+        return self.path / "stack_checkpoint.pt"
+
+    @property
     def final_weights(self) -> Path:
         """The fold's final state_dict (load with ``weights_only=True``)."""
         return self.path / "final.pt"
@@ -94,6 +99,7 @@ class FoldDir:
         atomic_torch_save(state, self.final_weights)
         atomic_write_text(self.result_file, json.dumps(dataclasses.asdict(result)))
         self.checkpoint.unlink(missing_ok=True)
+        self.stack_checkpoint.unlink(missing_ok=True)
 
 
 class RunDir:

@@ -24,6 +24,7 @@ training hooks run sequentially only (:func:`stack_refusal` says why).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,32 @@ def stack_refusal(cfg: TrainConfig, device: torch.device, num_classes: int) -> s
         model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
         found = [f"model hook {h}" for h in ("param_groups", "epoch_log") if model_hook(model, h)]
     return ", ".join(found) or None
+
+
+def auto_fold_batch(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: int, device: torch.device,
+                    most: int, share: float = 0.25) -> int:
+    """How many replicas fit ``share`` of the device's free memory (at least 1, at most ``most``).
+
+    A replica needs the activations one training batch saves for the backward pass
+    (measured on one forward pass) plus four copies of its parameters (weights, gradients,
+    two optimizer moments).
+    """
+    model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs).to(device)
+    saved = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**{k: v[: cfg.batch_size].to(device) for k, v in X.items()})
+    per_replica = saved + 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(max(1, min(most, share * free // per_replica)))
 
 
 @dataclasses.dataclass(frozen=True)
