@@ -198,7 +198,7 @@ def test_flops_bad_convention():
 # --- CLI -------------------------------------------------------------------------------------
 
 def test_cli_models_table(capsys):
-    assert cli(["models", "offtanet", "offapexnet", "ststnet"]) == 0
+    assert cli(["models", "offtanet", "offapexnet", "ststnet", "--flops"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["model", "input", "params"]

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             None, "--channels", help=f"3 = RGB, 1 = gray, e.g. for SAMM [default: {_D.channels}]."
         ),
         normalize: Optional[str] = typer.Option(
-            None, "--normalize",
+            None, "--normalize", "--normalise",
             help=f"Per-image rescaling: minmax (0..255), standardize (mean 0, sd 1) or none [default: {_D.normalize}].",
         ),
         frame_norm: Optional[str] = typer.Option(

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
         "flow",
         epilog=(
             "Example: mertool flow work/aligned.h5 -o work/flow.h5 --for-model offtanet "
-            "--samples work/samples.csv --backend torch --preview work/preview_flow"
+            "--samples work/samples.csv --backend opencv --preview work/preview_flow "
+            "(opencv is the faster backend on a CPU; on a GPU use --backend torch --device cuda)"
         ),
     )
     def flow(
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
         pairs: Optional[str] = typer.Option(
             None, help=f"{' or '.join(PAIR_MODES)}: onset->apex, or onset->every frame {_default('pairs')}."
         ),
-        normalise: Optional[str] = typer.Option(None, help=_SCALES["normalise"]),
+        normalise: Optional[str] = typer.Option(None, "--normalise", "--normalize", help=_SCALES["normalise"]),
         strain: Optional[str] = typer.Option(None, help=_SCALES["strain"]),
         strain_formula: Optional[str] = typer.Option(None, help=_SCALES["strain_formula"]),
         invalid: Optional[str] = typer.Option(None, help=_SCALES["invalid"]),

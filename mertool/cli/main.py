@@ -39,6 +39,7 @@ app = typer.Typer(
     name="mertool",
     help=HELP,
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -80,9 +81,17 @@ def _no_eof(command: Callable[..., Any]) -> Callable[..., Any]:
 # One module per verb group, in the order `mertool --help` lists their commands.
 VERBS = (index, align, flow, dynimg, pairs, info, models, train, keyframes, importer, spot, synth, demo)
 
+
+def _one_line(command: Any) -> str:
+    """A command's whole first docstring paragraph on one line (click would cut it to the width)."""
+    doc = command.help or command.callback.__doc__ or ""
+    return " ".join(doc.strip().split("\n\n")[0].split())
+
+
 for _verb in VERBS:
     _verb.register(app)
 for _command in app.registered_commands:
+    _command.short_help = _command.short_help or _one_line(_command)
     _command.callback = _no_eof(_command.callback)
 
 
@@ -97,8 +106,9 @@ def _os_error_line(exc: OSError) -> str:
 def cli(argv: list[str] | None = None) -> int:
     """Run the CLI with ``argv`` and return the exit code (used by tests and ``main``)."""
     saved = {name: os.environ.get(name) for name in (WAIT_ENV, VERIFY_CONTENT_ENV)}
+    args = (sys.argv[1:] if argv is None else list(argv)) or ["--help"]  # a bare `mertool`: help, exit 0
     try:
-        result = app(args=argv, prog_name="mertool", standalone_mode=False)
+        result = app(args=args, prog_name="mertool", standalone_mode=False)
     except MertoolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

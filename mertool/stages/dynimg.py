@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -69,6 +69,9 @@ class DynimgConfig(StageConfig):
         Pixels from outside the source image (the aligned clip's validity mask): set to
         0, or kept.
     """
+
+    #: Other spellings accepted as keys (YAML or flags); the recorded field name stays ``normalize``.
+    ALIASES: ClassVar[dict[str, str]] = {"normalise": "normalize"}
 
     phases: str = "onset,offset"
     kind: str = "linear"

@@ -76,7 +76,8 @@ class FlowConfig(StageConfig):
         # 112, area-resized to 28), each channel min-max to 0..255 per sample.
         "ststnet": {"flow_size": 112, "size": 28, "strain": "sobel", "strain_formula": "eq4", "normalise": "minmax255"},
     }
-    ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_"}
+    #: Other spellings accepted as keys (YAML or flags); the recorded field name stays ``normalise``.
+    ALIASES: ClassVar[dict[str, str]] = {"lambda": "lambda_", "normalize": "normalise"}
 
     preset: str = "offtanet"
     size: int = 112

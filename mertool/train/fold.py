@@ -24,9 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..errors import MertoolError
 from ..io import atomic_torch_save
+from ..log import logger
 from ..models import create_model
 from .augment import augment_for
 from .config import TrainConfig
@@ -201,6 +203,8 @@ class FoldTrainer:
         from when it exists (after a kill).
     encoding : str, optional
         The data's flow encoding (``TrainData.encoding``), which ``flow_hflip`` mirrors by.
+    progress : bool
+        Show a tqdm bar over the fold's epochs (with an ETA and the training loss) on stderr.
     """
 
     def __init__(
@@ -214,10 +218,11 @@ class FoldTrainer:
         device: torch.device,
         checkpoint_path: Path | None = None,
         encoding: str | None = None,
+        progress: bool = False,
     ) -> None:
         self.X, self.y, self.fold, self.fold_index = X, y, fold, fold_index
         self.cfg, self.num_classes, self.device = cfg, num_classes, device
-        self.checkpoint_path, self.encoding = checkpoint_path, encoding
+        self.checkpoint_path, self.encoding, self.progress = checkpoint_path, encoding, progress
         self.history: list[dict] = []
         self.first_epoch = 0
         self.best = EarlyStop()
@@ -269,6 +274,8 @@ class FoldTrainer:
         self.gen.set_state(ck["gen"])
         self.history, self.first_epoch = ck["history"], ck["epoch"]
         self.best, self.oracle = EarlyStop(**ck["best"]), OracleBest(**ck["oracle"])
+        logger.info(f"resuming fold {self.fold.name} from epoch {self.first_epoch + 1} "
+                    f"({self.first_epoch} of {self.cfg.epochs} done)")
 
     def _autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
@@ -391,15 +398,22 @@ class FoldTrainer:
         start = time.perf_counter()
         self.setup()
         self.resume()
-        for epoch in range(self.first_epoch, self.cfg.epochs):
-            row = self.train_epoch(epoch)
-            stopped = self.validate(row, epoch)
-            self.score_test_ORACLE(row, epoch)
-            self.history.append(row)
-            last = stopped or epoch + 1 == self.cfg.epochs
-            if self.checkpoint_path is not None and not last and (epoch + 1) % self.cfg.checkpoint_every == 0:
-                self.checkpoint(epoch + 1)
-            if stopped:
-                break
+        bar = tqdm(total=self.cfg.epochs, initial=self.first_epoch, desc=f"fold {self.fold.name}", unit="epoch",
+                   leave=False, disable=not self.progress)
+        try:
+            for epoch in range(self.first_epoch, self.cfg.epochs):
+                row = self.train_epoch(epoch)
+                stopped = self.validate(row, epoch)
+                self.score_test_ORACLE(row, epoch)
+                self.history.append(row)
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", refresh=False)
+                bar.update()
+                last = stopped or epoch + 1 == self.cfg.epochs
+                if self.checkpoint_path is not None and not last and (epoch + 1) % self.cfg.checkpoint_every == 0:
+                    self.checkpoint(epoch + 1)
+                if stopped:
+                    break
+        finally:
+            bar.close()
         return self.result(start)
 

@@ -94,6 +94,8 @@ class FoldJob:
     data : TrainData or None
         The data when the job runs in the process that loaded it; None for worker
         processes, which load the features file themselves (once per process).
+    progress : bool
+        Show a bar over the fold's epochs (only for folds trained in this process).
     """
 
     features: str
@@ -105,6 +107,7 @@ class FoldJob:
     device: str
     threads: int = 0
     data: TrainData | None = None
+    progress: bool = False
 
 
 # Per worker process: the features file read once for every fold the process trains. Keyed
@@ -140,7 +143,8 @@ def run_fold_job(job: FoldJob) -> FoldResult:
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
     job.fold_dir.path.mkdir(parents=True, exist_ok=True)
     trainer = FoldTrainer(
-        X, data.y, job.fold, job.index, job.config, len(data.classes), device, job.fold_dir.checkpoint, data.encoding
+        X, data.y, job.fold, job.index, job.config, len(data.classes), device, job.fold_dir.checkpoint, data.encoding,
+        job.progress,
     )
     result, state = trainer.run()
     job.fold_dir.publish(result, state)
@@ -232,8 +236,9 @@ def _train_folds(
         return [results[i] for i in range(len(folds))], len(folds) - len(pending)
     jobs = _worker_count(cfg, device, len(pending))
     in_process = data if jobs == 1 else None  # folds run in this process: reuse the data in memory
-    work = [
-        FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], str(device), 1 if jobs > 1 else 0, in_process)
+    work = [  # an epoch bar per fold only in this process (parallel workers' bars would interleave)
+        FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], str(device), 1 if jobs > 1 else 0, in_process,
+                progress and jobs == 1)
         for i in pending
     ]
     names = {f.name: i for i, f in enumerate(folds)}
@@ -290,7 +295,8 @@ def train_run(
     overwrite : bool
         Replace a run directory holding a different run.
     progress : bool
-        Show a progress bar over folds.
+        Show a progress bar over folds, and one over each fold's epochs when folds train in
+        this process one by one (not stacked, ``jobs`` 1 or a GPU).
 
     Returns
     -------
