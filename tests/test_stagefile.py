@@ -171,3 +171,19 @@ def test_align_resumes_after_kill(tmp_path):
     for sid in a.sample_ids:
         for name, arr in a.sample(sid).items():
             assert np.array_equal(arr, b.sample(sid)[name]), (sid, name)
+
+
+def test_a_changed_input_is_named_and_unchanged_parameters_are_not_blamed(tmp_path):
+    """Editing samples.csv in place: the refusal names that file, and shows no config hashes."""
+    csv = tmp_path / "samples.csv"
+    csv.write_text("sample_id,label\na,x\n")
+    w = StageWriter(tmp_path / "out.h5", "aligned", {"size": 8}, upstream=[csv])
+    w.add("a", {"x": np.zeros(2)}, {"label": "x"})
+    w.finish(["a"], stacked=True)
+    csv.write_text("sample_id,label\na,y\n")
+    with pytest.raises(MertoolError, match=r"input .*samples\.csv changed") as err:
+        StageWriter(tmp_path / "out.h5", "aligned", {"size": 8}, upstream=[csv])
+    assert "config" not in str(err.value)
+    csv.write_text("sample_id,label\na,x\n")  # the input as it was: now only the parameters differ
+    with pytest.raises(MertoolError, match=r"\(parameters changed; stage 'aligned'; config "):
+        StageWriter(tmp_path / "out.h5", "aligned", {"size": 16}, upstream=[csv])

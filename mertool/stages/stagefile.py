@@ -336,10 +336,10 @@ class StageWriter:
         before = {u["path"]: u["key"] for u in json.loads(existing.attrs.get("upstream", "[]"))}
         what = ["parameters"] if existing.config_hash != self.config_hash else []
         what += [f"input {u['path']}" for u in self.upstream if before.get(u["path"], u["key"]) != u["key"]]
+        config = f"; config {existing.config_hash}, now {self.config_hash}" if what[:1] == ["parameters"] else ""
         return (
             f"{self.out}: exists from different parameters or inputs ({', '.join(what) or 'inputs'} changed; "
-            f"stage {existing.stage!r}, config {existing.config_hash}, now {self.config_hash}); "
-            "pass --overwrite to replace it or choose another -o"
+            f"stage {existing.stage!r}{config}); pass --overwrite to replace it or choose another -o"
         )
 
     def _open_parts(self, overwrite: bool, keep: bool) -> None:
