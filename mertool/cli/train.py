@@ -150,7 +150,7 @@ def predict(
 
 EXAMPLES = {
     "train": "Example: mertool train work/flow.h5 --model offtanet -o runs/offtanet  "
-    "(quick check: --scheme kfold --k 5 --epochs 20)",
+    "(quick check: --model ststnet-fast --scheme kfold --k 5 --epochs 60)",
     "report": "Example: mertool report runs/offtanet runs/ststnet --markdown results.md --csv results.csv",
     "predict": "Example: mertool predict --run runs/offtanet --frames clips/s01_ep1 --onset 1 --apex 9",
 }
