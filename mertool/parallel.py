@@ -31,20 +31,8 @@ WATCH_SECONDS = 0.2
 _watching: int | None = None  # in a worker: the parent pid watched
 
 
-class _InWorker:
-    """``fn`` as run in a worker process that ends when the process ``parent`` does."""
-
-    def __init__(self, fn: Callable[[Any], Any], parent: int) -> None:
-        self.fn = fn
-        self.parent = parent
-
-    def __call__(self, item: Any) -> Any:
-        worker_setup(self.parent)
-        return self.fn(item)
-
-
 def worker_setup(parent: int) -> None:
-    """Once per worker process: one OpenCV thread, and end when ``parent`` is gone.
+    """At a worker process's start: one OpenCV thread, and end when ``parent`` is gone.
 
     A daemon thread polls ``os.getppid()``: when the parent dies the worker is
     re-parented, and it exits at once with ``os._exit`` (no cleanup that could write).
@@ -101,10 +89,12 @@ def parallel_map(
                 yield fn(item)
                 bar.update()
             return
-        task = _InWorker(fn, os.getpid()) if BACKEND in LOCAL_BACKENDS else fn
-        with parallel_config(backend=BACKEND, n_jobs=jobs, inner_max_num_threads=1):
+        # the watch starts as each worker starts (an initializer), not at its first task:
+        # a worker that never got one must die with its parent too
+        watch = {"initializer": worker_setup, "initargs": (os.getpid(),)} if BACKEND in LOCAL_BACKENDS else {}
+        with parallel_config(backend=BACKEND, n_jobs=jobs, inner_max_num_threads=1, **watch):
             runner = Parallel(return_as="generator_unordered")
-            for result in runner(delayed(task)(item) for item in items):
+            for result in runner(delayed(fn)(item) for item in items):
                 yield result
                 bar.update()
     finally:
