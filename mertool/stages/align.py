@@ -257,7 +257,7 @@ def _report(sf: StageFile) -> None:
     for sid in sf.sample_ids:
         meta = sf.meta_of(sid)
         if isinstance(meta.get("n_faces"), int) and meta["n_faces"] > 1:  # "" in files of older versions
-            logger.info(f"sample {sid}: {meta['n_faces']} faces found, using the largest")
+            logger.warning(f"sample {sid}: {meta['n_faces']} faces found, using the largest (check its crop in the preview)")
         if meta.get("crop_warning"):
             logger.warning(f"sample {sid}: {meta['crop_warning']}")
     summary = valid_fraction_summary(sf)

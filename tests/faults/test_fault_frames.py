@@ -138,7 +138,7 @@ def test_two_faces_of_equal_size_a_fixed_choice_named_and_counted(tmp_path, caps
     for name in ("a", "b"):
         capsys.readouterr()
         assert cli(["align", str(samples), "-o", str(tmp_path / f"{name}.h5"), *ALIGN]) == 0
-        assert "sample two: 2 faces found, using the largest" in capsys.readouterr().err
+        assert "warning: sample two: 2 faces found, using the largest" in capsys.readouterr().err
         runs.append(open_stage(tmp_path / f"{name}.h5"))
     assert runs[0].meta_of("two")["n_faces"] == 2
     assert np.array_equal(runs[0].sample("two")["landmarks"], runs[1].sample("two")["landmarks"])
