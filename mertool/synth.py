@@ -29,6 +29,7 @@ source face).
 
 from __future__ import annotations
 
+import io
 import csv
 import dataclasses
 import json
@@ -45,7 +46,7 @@ from . import __version__
 from .config import StageConfig, config_hash
 from .errors import MertoolError, UsageError
 from .faces import detect_landmarks, eye_centres
-from .io import writable_folder
+from .io import atomic_write_text, writable_folder
 from .parallel import parallel_map
 
 # --------------------------------------------------------------------------- classes
@@ -693,16 +694,13 @@ def publish_set(out: Path, params: dict, columns: list[str], rows: list[dict], t
     """Finish a set claimed by :func:`claim_folder`: ``manifest.csv`` (``rows``), then the
     ``summary`` JSON (key, parameters, version, sources and ``truth``); returns the manifest."""
     manifest = out / "manifest.csv"
-    tmp = manifest.with_name("manifest.csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(manifest, table.getvalue())
     record = {"key": config_hash(params), "params": params, "mertool_version": __version__, "sources": SOURCES, **truth}
-    tmp = out / f"{summary}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, out / summary)
+    atomic_write_text(out / summary, json.dumps(record, indent=1))
     (out / MARKER).unlink(missing_ok=True)
     return manifest
 

@@ -285,7 +285,7 @@ def valid_fraction_summary(stage_file: StageFile | str | Path, threshold: float 
         ``{"clips": n, "min": f, "median": f, "low": {sample_id: f}}`` over the clips
         that record it; None when none does (a file from before validity masks).
     """
-    sf = stage_file if isinstance(stage_file, StageFile) else open_stage(stage_file)
+    sf = open_stage(stage_file)
     found = {
         sid: float(v)
         for sid, v in zip(sf.sample_ids, sf.meta.get("valid_fraction", []))

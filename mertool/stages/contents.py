@@ -39,10 +39,6 @@ HOW_TO_MAKE = {
 }
 
 
-def _open(stage_file: StageFile | str | Path) -> StageFile:
-    return stage_file if isinstance(stage_file, StageFile) else open_stage(stage_file)
-
-
 def flow_encoding(stage_file: StageFile | str | Path) -> str:
     """How a flow stage file's u, v, strain planes are encoded (see the module notes).
 
@@ -61,7 +57,7 @@ def flow_encoding(stage_file: StageFile | str | Path) -> str:
     MertoolError
         Not a stage file, or a stage other than ``flow``.
     """
-    sf = _open(stage_file)
+    sf = open_stage(stage_file)
     if sf.stage != "flow":
         raise MertoolError(f"{sf.path}: a {sf.stage!r} stage file holds no flow, so it has no flow encoding")
     if sf.params.get("source") == "import":
@@ -77,6 +73,6 @@ def dataset_counts(stage_file: StageFile | str | Path) -> dict[str, int]:
 
     A file without that field counts every sample under ``""``.
     """
-    sf = _open(stage_file)
+    sf = open_stage(stage_file)
     values = sf.meta.get("dataset", [""] * len(sf))
     return dict(sorted(Counter(str(v) for v in values).items()))

@@ -715,14 +715,20 @@ class StageFile:
             return {}
 
 
-def open_stage(path: str | Path, expect: str | Sequence[str] | None = None) -> StageFile:
+def open_stage(path: "str | Path | StageFile", expect: str | Sequence[str] | None = None) -> StageFile:
     """Open a finished stage file, checking it is one (and of the expected stage).
+
+    An already open :class:`StageFile` is returned as it is (after the ``expect`` check),
+    so functions can take either a path or an open file.
 
     Raises
     ------
     MertoolError
         Missing, corrupt or foreign file, or a stage other than ``expect``.
     """
+    if isinstance(path, StageFile):
+        _check_stage(path.path, path.stage, expect)
+        return path
     path = Path(path)
     if not path.is_file():
         hint = " (unfinished: re-run the stage to complete it)" if Path(str(path) + ".parts").exists() else ""
@@ -740,13 +746,16 @@ def open_stage(path: str | Path, expect: str | Sequence[str] | None = None) -> S
         raise
     except (OSError, KeyError) as exc:
         raise MertoolError(f"{path}: not a readable HDF5 file ({exc})") from None
-    if expect is not None:
-        allowed = [expect] if isinstance(expect, str) else list(expect)
-        if attrs["stage"] not in allowed:
-            raise MertoolError(
-                f"{path}: is a {attrs['stage']!r} stage file; expected {' or '.join(map(repr, allowed))}"
-            )
+    _check_stage(path, attrs["stage"], expect)
     return StageFile(path, attrs, meta, str(attrs.get("layout", "stacked")))
+
+
+def _check_stage(path: Path, stage: str, expect: str | Sequence[str] | None) -> None:
+    if expect is None:
+        return
+    allowed = [expect] if isinstance(expect, str) else list(expect)
+    if stage not in allowed:
+        raise MertoolError(f"{path}: is a {stage!r} stage file; expected {' or '.join(map(repr, allowed))}")
 
 
 def pipeline_of(path: str | Path, depth: int = 4) -> list[dict]:
