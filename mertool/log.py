@@ -1,6 +1,7 @@
 """The package logger; the CLI shows INFO and up on stderr (``warning: ...`` prefixes)."""
 
 import logging
+import os
 import sys
 
 logger = logging.getLogger("mertool")
@@ -32,3 +33,26 @@ def setup_cli_logging(verbose: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
+
+
+#: Set by ``mertool --quiet``: no progress bars, warnings and errors only.
+QUIET_ENV = "MERTOOL_QUIET"
+
+
+def progress_bar(iterable=None, *, progress: bool = True, **kwargs):
+    """A tqdm bar on stderr, shown only when wanted and useful.
+
+    Hidden when ``progress`` is false, under ``--quiet`` (``MERTOOL_QUIET=1``), or when
+    stderr is not a terminal (a log file or a batch job gets no carriage-return noise).
+    """
+    from tqdm.auto import tqdm
+
+    wanted = progress and os.environ.get(QUIET_ENV, "") in ("", "0") and _stderr_is_terminal()
+    return tqdm(iterable, disable=not wanted or kwargs.pop("disable", False), **kwargs)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False

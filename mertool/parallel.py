@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from joblib import Parallel, delayed, parallel_config
-from tqdm.auto import tqdm
+
+from .log import progress_bar
 
 BACKEND = os.environ.get("MERTOOL_JOBLIB_BACKEND", "loky")
 #: Backends whose workers are child processes of this one (and so can watch it).
@@ -82,7 +83,7 @@ def parallel_map(
         What one item is, for the progress bar.
     """
     items = list(items)
-    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, unit=unit)
+    bar = progress_bar(total=len(items), desc=desc, progress=progress and bool(items), unit=unit)
     try:
         if jobs == 1 or len(items) <= 1:
             for item in items:

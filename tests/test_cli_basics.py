@@ -142,9 +142,12 @@ def _train(flow_file: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_train_shows_epoch_progress_with_eta(flow_file, tmp_path, capsys, monkeypatch):
-    from tqdm import tqdm
+    import tqdm.auto
 
-    monkeypatch.setattr(fold_mod, "tqdm", functools.partial(tqdm, mininterval=0))  # draw every epoch, however fast
+    import mertool.log
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, mininterval=0))  # draw every epoch
+    monkeypatch.setattr(mertool.log, "_stderr_is_terminal", lambda: True)  # as at a terminal
     assert cli(_train(flow_file, tmp_path / "run")) == 0
     err = capsys.readouterr().err
     for subject in ("s1", "s2", "s3"):
@@ -153,6 +156,14 @@ def test_train_shows_epoch_progress_with_eta(flow_file, tmp_path, capsys, monkey
     assert cli(_train(flow_file, tmp_path / "quiet", "-q")) == 0
     err = capsys.readouterr().err
     assert "epoch/s" not in err and "s/epoch" not in err and "\r" not in err
+    monkeypatch.setenv("MERTOOL_QUIET", "1")  # mertool --quiet
+    assert cli(_train(flow_file, tmp_path / "quiet2")) == 0
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_progress_bars_stay_quiet_when_stderr_is_not_a_terminal(flow_file, tmp_path, capsys):
+    assert cli(_train(flow_file, tmp_path / "run")) == 0  # pytest captures stderr: not a terminal
+    assert "\r" not in capsys.readouterr().err
 
 
 def test_train_says_which_fold_resumes_from_which_epoch(flow_file, tmp_path, capsys, monkeypatch):

@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from tqdm.auto import tqdm
-
 from ..errors import MertoolError
-from ..log import logger
+from ..log import logger, progress_bar
 from ..parallel import parallel_map
 from .stagefile import StageFile, StageWriter, open_stage
 
@@ -239,7 +237,7 @@ def run_stage(
             with contextlib.ExitStack() as finished:  # progress bars end before any error line
                 if compute_batch is not None:
                     bar = finished.enter_context(
-                        tqdm(cases, total=len(pending), desc=desc, unit="sample", disable=not progress or not pending)
+                        progress_bar(cases, total=len(pending), desc=desc, unit="sample", progress=progress and bool(pending))
                     )
                     results = _batched(iter(bar), compute_batch, batch_size)
                 else:

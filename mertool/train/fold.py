@@ -24,11 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ..errors import MertoolError
 from ..io import atomic_torch_save
-from ..log import logger
+from ..log import logger, progress_bar
 from ..models import create_model
 from .augment import augment_for
 from .config import TrainConfig
@@ -398,8 +397,8 @@ class FoldTrainer:
         start = time.perf_counter()
         self.setup()
         self.resume()
-        bar = tqdm(total=self.cfg.epochs, initial=self.first_epoch, desc=f"fold {self.fold.name}", unit="epoch",
-                   leave=False, disable=not self.progress)
+        bar = progress_bar(total=self.cfg.epochs, initial=self.first_epoch, desc=f"fold {self.fold.name}", unit="epoch",
+                           leave=False, progress=self.progress)
         try:
             for epoch in range(self.first_epoch, self.cfg.epochs):
                 row = self.train_epoch(epoch)
