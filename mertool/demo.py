@@ -123,33 +123,26 @@ def demo_steps(
     ]
 
 
-def class_flow_picture(flow_h5: str | Path, out_png: str | Path, tile: int = 160) -> Path:
+def class_flow_picture(flow_h5: str | Path, out_png: str | Path, tile: float = 1.6) -> Path:
     """Mean onset->apex flow (colour wheel) and strain of each class, one column per class.
 
-    The same magnitude scale is used for every class, so their strengths compare.
+    The same magnitude scale is used for every class, so their strengths compare
+    (:func:`mertool.preprocess.render.class_flow_sheet`; ``tile``: panel side in inches).
     """
     import cv2
 
+    from .preprocess.render import class_flow_sheet, display_scale, edge_band
     from .stages.stagefile import open_stage
-    from .preprocess.render import flow_to_rgb, strain_to_rgb
 
     sf = open_stage(flow_h5, expect="flow")
     flows = sf.array("flow")
     labels = np.array(sf.meta["label"])
     classes = sorted(set(labels.tolist()))
     means = {c: flows[labels == c].mean(axis=0) for c in classes}
-    top_flow = max(float(np.percentile(np.hypot(m[0], m[1]), 99.5)) for m in means.values()) or 1.0
-    top_strain = max(float(np.percentile(m[2], 99.5)) for m in means.values()) or 1.0
-    columns = []
-    for c in classes:
-        m = means[c]
-        wheel = cv2.resize(flow_to_rgb(m[0], m[1], top_flow), (tile, tile), interpolation=cv2.INTER_AREA)
-        strain = cv2.resize(strain_to_rgb(m[2], top_strain), (tile, tile), interpolation=cv2.INTER_AREA)
-        head = np.full((24, tile, 3), 255, np.uint8)
-        n = int((labels == c).sum())
-        cv2.putText(head, f"{c} (n={n})", (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        columns.append(np.concatenate([head, wheel, strain], axis=0))
-    picture = np.concatenate(columns, axis=1)
+    flow_max, strain_max = display_scale(list(means.values()), edge_band(flows.shape[-1]))
+    unit = "px" if sf.params.get("normalise", "none") == "none" else f"({sf.params['normalise']} units)"
+    picture = class_flow_sheet(means, {c: int((labels == c).sum()) for c in classes},
+                               flow_max=flow_max, strain_max=strain_max, unit=unit, tile=tile)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out_png), picture[:, :, ::-1])

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -117,9 +118,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """``np.savez`` atomically and durably (a per-sample shard survives ``kill -9``)."""
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays), fsync=True)
+def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray], *, compresslevel: int | None = None) -> Path:
+    """``np.savez`` atomically and durably (a per-sample shard survives ``kill -9``).
+
+    ``compresslevel`` (1-9) deflates each array as ``np.savez_compressed`` does, at that
+    level (``np.load`` reads both); None stores them uncompressed.
+    """
+    if compresslevel is None:
+        return atomic_write(path, lambda fh: np.savez(fh, **arrays), fsync=True)
+
+    def write(fh: IO[bytes]) -> None:
+        with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
+            for name, arr in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+
+    return atomic_write(path, write, fsync=True)
 
 
 class _Remembering:

@@ -1,7 +1,9 @@
 """The one place where stages fan work out over samples.
 
-Every stage calls :func:`parallel_map`; switching to a cluster (joblib's dask backend)
-means changing the backend here only.
+Every stage calls :func:`parallel_map`. With ``MERTOOL_SCHEDULER`` set (``mertool
+--scheduler ADDRESS|local[:N]``) the items run as tasks on a dask.distributed cluster
+instead (:mod:`mertool.cluster`), whatever ``jobs`` says; otherwise ``jobs`` local
+processes (joblib's loky) run them.
 
 Worker processes (``jobs`` > 1) die with their parent: each watches its parent's pid and
 ends itself within :data:`WATCH_SECONDS` once the parent is gone, however it ended
@@ -9,11 +11,14 @@ ends itself within :data:`WATCH_SECONDS` once the parent is gone, however it end
 run with one thread each (joblib's ``inner_max_num_threads=1`` for OpenMP, BLAS and
 torch; OpenCV's own pool set to 1); the stages' results do not depend on thread counts,
 so ``--jobs N`` gives the ``--jobs 1`` result bit for bit (tests/faults/test_fault_kill.py
-checks it).
+checks it). Cluster workers outlive this process (they are the cluster's): its queued
+tasks are dropped when it ends, and a stage's task still running writes its shard only
+if the shard folder still belongs to the same run (:class:`~.stages.stagefile.ShardSink`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -22,11 +27,9 @@ from typing import Any
 
 from joblib import Parallel, delayed, parallel_config
 
+from . import cluster
 from .log import progress_bar
 
-BACKEND = os.environ.get("MERTOOL_JOBLIB_BACKEND", "loky")
-#: Backends whose workers are child processes of this one (and so can watch it).
-LOCAL_BACKENDS = ("loky", "multiprocessing")
 #: How often a worker checks that its parent is alive.
 WATCH_SECONDS = 0.2
 _watching: int | None = None  # in a worker: the parent pid watched
@@ -63,6 +66,7 @@ def parallel_map(
     desc: str = "",
     progress: bool = True,
     unit: str = "sample",
+    lost: Callable[[Any, str], Any] | None = None,
 ) -> Iterator[Any]:
     """Apply ``fn`` to each item, yielding results as they finish (any order).
 
@@ -74,29 +78,39 @@ def parallel_map(
     items : iterable
         Work items.
     jobs : int
-        Worker processes; 1 runs in this process (no pickling), -1 uses all cores.
+        Local worker processes; 1 runs in this process (no pickling), -1 uses all cores.
+        Not used on a cluster (its workers decide).
     desc : str
         Progress-bar label.
     progress : bool
         Show a tqdm bar (stderr).
     unit : str
         What one item is, for the progress bar.
+    lost : callable, optional
+        On a cluster: ``lost(item, reason)`` is yielded for an item whose task killed every
+        worker it ran on; None stops with an error (as a crashed local worker does).
     """
     items = list(items)
     bar = progress_bar(total=len(items), desc=desc, progress=progress and bool(items), unit=unit)
     try:
-        if jobs == 1 or len(items) <= 1:
-            for item in items:
-                yield fn(item)
-                bar.update()
-            return
-        # the watch starts as each worker starts (an initializer), not at its first task:
-        # a worker that never got one must die with its parent too
-        watch = {"initializer": worker_setup, "initargs": (os.getpid(),)} if BACKEND in LOCAL_BACKENDS else {}
-        with parallel_config(backend=BACKEND, n_jobs=jobs, inner_max_num_threads=1, **watch):
-            runner = Parallel(return_as="generator_unordered")
-            for result in runner(delayed(fn)(item) for item in items):
+        with contextlib.closing(_run(fn, items, jobs, lost)) as results:
+            for result in results:
                 yield result
                 bar.update()
     finally:
         bar.close()
+
+
+def _run(fn: Callable[[Any], Any], items: list[Any], jobs: int, lost: Callable[[Any, str], Any] | None) -> Iterator[Any]:
+    """The results of ``fn`` over ``items``: on the cluster, in this process, or in ``jobs`` local workers."""
+    spec = cluster.scheduler()
+    if spec is not None and items:
+        yield from cluster.cluster_map(fn, items, spec, lost)
+    elif jobs == 1 or len(items) <= 1:
+        yield from map(fn, items)
+    else:
+        # the watch starts as each worker starts (an initializer), not at its first task:
+        # a worker that never got one must die with its parent too
+        watch = {"initializer": worker_setup, "initargs": (os.getpid(),)}
+        with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1, **watch):
+            yield from Parallel(return_as="generator_unordered")(delayed(fn)(item) for item in items)

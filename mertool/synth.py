@@ -111,6 +111,7 @@ MOTION_CLASSES: dict[str, MotionClass] = {
     )
 }
 DEFAULT_CLASSES = ("positive", "negative", "surprise")
+APEX_AT = (0.35, 0.6)  # apex position range, fraction of onset..offset
 _BLINK = (Anchor((37, 38, 43, 44), -1.0, 0.0, 1.0, 0.22),)
 
 # --------------------------------------------------------------------------- config
@@ -132,6 +133,10 @@ class SynthConfig(StageConfig):
         Frames per clip (numbered 1..frames).
     amplitude : (float, float)
         Range (pixels, at the output frame size) of the apex displacement ``max |A d|``.
+    apex_at : (float, float)
+        Range of the apex position as a fraction of onset..offset, drawn per clip
+        (0.35, 0.6: near the middle, as in most spontaneous data; e.g. (0.2, 0.3) for
+        early apexes).
     axis : float or None
         If set, every motion is made to run along this one axis (degrees in face
         coordinates, counter-clockwise from the face's horizontal, 90 = vertical); each
@@ -156,6 +161,7 @@ class SynthConfig(StageConfig):
     classes: tuple = DEFAULT_CLASSES
     frames: int = 30
     amplitude: tuple = (1.0, 2.5)
+    apex_at: tuple = APEX_AT
     axis: Optional[float] = None
     size: int = 256
     seed: int = 0
@@ -168,6 +174,7 @@ class SynthConfig(StageConfig):
         self.classes = tuple(str(c).strip() for c in self.classes)
         self.amplitude = tuple(float(a) for a in self.amplitude)
         self.noise = tuple(float(a) for a in self.noise)
+        self.apex_at = tuple(float(a) for a in self.apex_at)
         unknown = [c for c in self.classes if c not in MOTION_CLASSES]
         if unknown:
             raise MertoolError(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(MOTION_CLASSES)}")
@@ -179,6 +186,8 @@ class SynthConfig(StageConfig):
             raise MertoolError(f"frames {self.frames}: must be between 8 and 400")
         if len(self.amplitude) != 2 or not 0 < self.amplitude[0] <= self.amplitude[1] <= 20:
             raise MertoolError(f"amplitude {self.amplitude}: need LO,HI with 0 < LO <= HI <= 20 pixels")
+        if len(self.apex_at) != 2 or not 0 < self.apex_at[0] <= self.apex_at[1] < 1:
+            raise MertoolError(f"apex_at {self.apex_at}: need LO,HI with 0 < LO <= HI < 1 (fractions of onset..offset)")
         if len(self.noise) != 2 or not 0 <= self.noise[0] <= self.noise[1] <= 50:
             raise MertoolError(f"noise {self.noise}: need LO,HI with 0 <= LO <= HI <= 50 grey levels")
         if not 128 <= self.size <= 1024:
@@ -487,7 +496,7 @@ def render_clip(subject: Subject, label: str, clip_seed: int, cfg: SynthConfig) 
     margin = max(1, t // 10)
     onset = int(rng.integers(1, margin + 1))
     offset = int(rng.integers(t - margin + 1, t + 1))
-    apex = int(round(onset + rng.uniform(0.35, 0.6) * (offset - onset)))
+    apex = int(round(onset + rng.uniform(*cfg.apex_at) * (offset - onset)))
     amplitude = float(rng.uniform(*cfg.amplitude))
     # global jitter: a bounded random walk, zero at the first frame
     steps = rng.normal(0.0, cfg.jitter / 2 + 1e-12, (t, 2))
@@ -555,7 +564,10 @@ MANIFEST_COLUMNS = ["sample_id", "subject", "frames", "onset", "apex", "offset",
 
 
 def _params(cfg: SynthConfig) -> dict:
-    return {**cfg.to_dict(), "generator": "mertool.synth/1"}
+    params = {**cfg.to_dict(), "generator": "mertool.synth/1"}
+    if params["apex_at"] == APEX_AT:  # the default keeps the key of sets made before the option
+        del params["apex_at"]
+    return params
 
 
 def _write_clip(item: tuple[ClipPlan, Subject, SynthConfig, str]) -> tuple[str, dict]:

@@ -4,7 +4,7 @@
 # A template for scripting batches: the per-clip stages run once, then one LOSO run per
 # model listed, and one report table compares them.
 # Usage:  pipelines/demo.sh OUT_DIR [MODEL ...]
-#   MODEL defaults to offtanet (also: ststnet, offapexnet).
+#   MODEL defaults to offtanet (also: ststnet-fast, offapexnet).
 #   Env: QUICK=1 (6 subjects, 16 frames; 30 epochs at batch 16, as `mertool demo --quick`),
 #        JOBS (default 2), DEVICE (auto|cpu|cuda), EPOCHS (per LOSO fold, default 20, quick 30).
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
@@ -28,8 +28,8 @@ command -v mertool >/dev/null || { echo "error: mertool not on PATH (pip install
 . "$(dirname "$0")/lib/recipe.bash"
 for MODEL in "${MODELS[@]}"; do
   case "$MODEL" in
-    offtanet | ststnet | offapexnet) ;;
-    *) echo "error: $MODEL: this script trains offtanet, ststnet or offapexnet" >&2; exit 2 ;;
+    offtanet | ststnet-fast | offapexnet) ;;
+    *) echo "error: $MODEL: this script trains offtanet, ststnet-fast or offapexnet" >&2; exit 2 ;;
   esac
 done
 DATA=$OUT/data
@@ -42,7 +42,7 @@ mertool index --dataset manifest --sheet "$DATA/manifest.csv" -o "$WORK/samples.
 
 RUNS=()
 for MODEL in "${MODELS[@]}"; do
-  # align -> keyframes -> flow (flow112.h5 for Off-TANet, flow28.h5 for STSTNet and Off-ApexNet), as
+  # align -> keyframes -> flow (flow112.h5 for Off-TANet, flow28_signed.h5 for ststnet-fast and Off-ApexNet), as
   # `mertool models --recipe MODEL`; the aligned clips are shared, later models find them up to date
   PREVIEWS=$PICS make_features "$MODEL" "$WORK" "$WORK/samples.csv"
   mertool train "$FEATURES" --model "$MODEL" -o "$OUT/runs/$MODEL" --epochs "$EPOCHS" --batch-size "$BATCH" \

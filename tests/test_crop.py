@@ -13,7 +13,7 @@ from mertool.preprocess.align import (
     align_clip, box_transform, face_box, fit_inside, similarity_from_eyes, transform_points,
     validity_mask,
 )
-from mertool.preprocess.render import shade_invalid
+from mertool.preprocess.render import CAPTION, shade_invalid
 from mertool.stages.align import AlignConfig, default_crop, run_align, valid_fraction_summary
 from mertool.stages.flow import run_flow
 from mertool.stages.stagefile import open_stage
@@ -181,7 +181,8 @@ def test_similarity_crop_records_its_mask_and_warns_below_80_percent(tmp_path, c
     sheet = cv2.cvtColor(cv2.imread(str(tmp_path / "pv" / "aligned_contact_sheet.png")), cv2.COLOR_BGR2RGB)
     shaded = shade_invalid(data["frames"][0], data["valid"])
     assert not np.array_equal(shaded, data["frames"][0])
-    np.testing.assert_array_equal(sheet[50:60, 2:4], shaded[50:60, 2:4])  # no landmark drawn there
+    top = 2 * CAPTION  # the onset/apex header and the clip's caption
+    np.testing.assert_array_equal(sheet[top + 50 : top + 60, 2:4], shaded[50:60, 2:4])  # no landmark drawn there
 
 
 def test_box_policy_warns_when_the_face_is_partly_outside(tmp_path, capsys) -> None:

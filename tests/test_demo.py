@@ -125,12 +125,13 @@ def test_class_flow_picture_shows_each_class_mean(tmp_path):
             flow[1] = rng.uniform(0.5, 1.0, (32, 32))  # downwards everywhere
         w.add(f"s{i}", {"flow": flow}, {"label": label, "subject": f"p{i}"})
     w.finish(["s0", "s1", "s2"], stacked=True)
-    png = class_flow_picture(tmp_path / "flow.h5", tmp_path / "c.png", tile=32)
+    png = class_flow_picture(tmp_path / "flow.h5", tmp_path / "c.png", tile=1.0)
     img = cv2.imread(str(png))[:, :, ::-1]
-    assert img.shape == (24 + 64, 64, 3)
-    wheel_a, wheel_b = img[24:56, :32], img[24:56, 32:]
+    assert img.shape == (290, 2 * 100 + 240, 3)  # 1 in panels at 100 dpi, titles and key
+    # the flow row: panels of 96 px (32 px maps x 3) from x = 50 and 150, y = 64
+    wheel_a, wheel_b = img[64:160, 50:146][8:88, 8:88], img[64:160, 150:246][8:88, 8:88]
     bright_a, bright_b = wheel_a.max(axis=2), wheel_b.max(axis=2)  # HSV value = magnitude
-    assert bright_a[:16].mean() > 200 and bright_a[16:].max() < 5  # motion only where it was
+    assert bright_a[:36].mean() > 200 and bright_a[44:].max() < 5  # motion only where it was
     assert bright_b.mean() > 100
     # rightwards = red hue in the colour wheel
     assert wheel_a[:16, :, 0].mean() > wheel_a[:16, :, 2].mean() + 50

@@ -379,7 +379,7 @@ def test_stage_on_face_clips(aligned, tmp_path, capsys):
     pngs = sorted((tmp_path / "prev").glob("*.png"))
     assert len(pngs) == stage.PREVIEW_COUNT
     img = cv2.imread(str(pngs[0]))
-    assert img.shape[0] == 48 + 22 and img.shape[1] == 5 * 48 + 4 * 4
+    assert img.shape[0] == stage.PREVIEW_SIDE + 22 and img.shape[1] == 5 * stage.PREVIEW_SIDE + 4 * 4  # enlarged
 
 
 def test_stage_gray_channel_exact_whole_and_standardize(aligned, tmp_path, capsys):

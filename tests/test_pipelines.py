@@ -81,12 +81,12 @@ def test_demo_sh_rejects_unknown_model(tmp_path):
 def test_demo_sh_runs_and_resumes(tmp_path):
     env = {**_env(), "QUICK": "1", "EPOCHS": "2", "JOBS": "1"}
     out = tmp_path / "d"
-    cmd = ["bash", str(ROOT / "pipelines" / "demo.sh"), str(out), "offtanet", "ststnet"]
+    cmd = ["bash", str(ROOT / "pipelines" / "demo.sh"), str(out), "offtanet", "ststnet-fast"]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     table = (out / "results.md").read_text()
-    assert "offtanet" in table and "ststnet" in table
-    for model in ("offtanet", "ststnet"):
+    assert "offtanet" in table and "ststnet-fast" in table
+    for model in ("offtanet", "ststnet-fast"):
         metrics = json.loads((out / "runs" / model / "metrics.json").read_text())
         assert 0 <= metrics["uar"] <= 1
         assert (out / "runs" / model / "confusion.png").is_file()

@@ -245,3 +245,39 @@ def test_fold_batch_is_part_of_the_identity_except_at_1():
     cfg = resolve_recipe(TrainConfig(model="ststnet-fast"))
     assert identity(cfg, "k") == identity(dataclasses.replace(cfg, fold_batch=1), "k")
     assert identity(dataclasses.replace(cfg, fold_batch=4), "k") != identity(cfg, "k")
+
+
+def test_stacked_training_shows_epoch_progress_with_eta_and_names_a_resume(tmp_path, capsys, monkeypatch, caplog):
+    """`--fold-batch 2`: one epoch bar with an ETA per stacked group; hidden under -q; a resume is logged."""
+    import functools
+    import re
+
+    import tqdm.auto
+
+    import mertool.log
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", functools.partial(tqdm.auto.tqdm, mininterval=0))  # draw every epoch
+    monkeypatch.setattr(mertool.log, "_stderr_is_terminal", lambda: True)  # as at a terminal
+    flow = _flow28(tmp_path)
+    base = ["train", str(flow), "--model", "ststnet-fast", "--epochs", "3", "--device", "cpu", "--fold-batch", "2"]
+    assert cli([*base, "-o", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    for group in ("s1..s2", "s3..s4"):  # 4 subjects -> 4 LOSO folds -> 2 stacked groups
+        bar = re.findall(rf"2 stacked folds {re.escape(group)}:\s+\d+%.*?\| ?(\d)/3 \[[\d:]+<[\d:?]+", err)
+        assert bar and bar[-1] == "3", (group, err)
+    assert cli([*base, "-o", str(tmp_path / "quiet"), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "stacked folds" not in err and "\r" not in err
+
+    X, y, folds, cfg, k = _setup("ststnet-fast", epochs=2)
+    cfg = dataclasses.replace(cfg, checkpoint_every=1)
+    reps = [Replica(f, i, cfg.seed) for i, f in enumerate(folds)]
+    ck = tmp_path / "stack.pt"
+    StackedTrainer(X, y, reps, cfg, k, CPU, ck).run()  # leaves the epoch-1 checkpoint behind
+    mertool.log.logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="mertool"):
+            StackedTrainer(X, y, reps, cfg, k, CPU, ck).run()
+    finally:
+        mertool.log.logger.removeHandler(caplog.handler)
+    assert "resuming 4 stacked folds s1..s4 from epoch 2 (1 of 2 done)" in caplog.text

@@ -117,7 +117,7 @@ def test_stage_writes_flow_h5_with_meta_and_previews(tmp_path: Path, capsys) -> 
     pngs = sorted(p.name for p in (tmp_path / "pv").iterdir())
     assert pngs == ["a.png", "b.png"]
     panel = cv2.imread(str(tmp_path / "pv" / "a.png"))
-    assert panel.shape == (160, 640, 3) and panel[:, 320:480].std() > 1  # a visible flow wheel
+    assert panel.shape == (265, 920, 3) and panel[60:240, 400:560].std() > 1  # a visible flow wheel (3rd panel)
     # a second run finds the file up to date
     rc = cli(["flow", str(aligned), "-o", str(tmp_path / "flow.h5"), "--flow-size", "64", "--size", "32"])
     assert rc == 0 and "(up to date)" in capsys.readouterr().out

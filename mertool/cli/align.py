@@ -9,6 +9,7 @@ import typer
 
 from ..log import setup_cli_logging
 from ..stages.align import AlignConfig, run_align
+from ..stages.stagefile import DEFAULT_COMPRESSION
 from .common import ConfigOption, JobsOption, OverwriteOption, PreviewOption, out_option
 
 _D = AlignConfig()
@@ -35,6 +36,12 @@ def register(app: typer.Typer) -> None:
             "margin, square, resized), none (frames already face crops: resized as they are), or auto: none for "
             f"datasets declared pre-cropped (casme2, samm), similarity otherwise [default: {_D.crop}].",
         ),
+        compression: Optional[str] = typer.Option(
+            None,
+            help="How aligned.h5 stores frames (chunked one frame each): lzf, gzip (level 4), gzip:LEVEL (1-9) or none. "
+            "A storage choice, not content: the key stays; an up-to-date file asked for another is re-packed, "
+            f"not recomputed [default: {DEFAULT_COMPRESSION} for a new file].",
+        ),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
@@ -45,5 +52,5 @@ def register(app: typer.Typer) -> None:
         cfg = AlignConfig.resolve(
             config, size=size, margin=margin, detector=detector, upsample=upsample, frames=frames, crop=crop
         )
-        result = run_align(samples_csv, out, cfg, jobs=jobs, overwrite=overwrite, preview=preview)
+        result = run_align(samples_csv, out, cfg, jobs=jobs, overwrite=overwrite, preview=preview, compression=compression)
         typer.echo(result.summary("aligned"))

@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"valid:     min {valid['min']:.1%}, median {valid['median']:.1%} of each crop from the image{low}")
         for name, shape in sf.shapes().items():
             typer.echo(f"array:     {name} {shape}")
+        typer.echo(f"storage:   {sf.compression} compression, {path.stat().st_size / 1e6:.1f} MB on disk")
         for up in sf.upstream():
             typer.echo(f"upstream:  {up['path']} (key {up['key']})")
         typer.echo("params:    " + json.dumps(sf.params, sort_keys=True))

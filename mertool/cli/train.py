@@ -14,6 +14,7 @@ from .common import ConfigOption, OverwriteOption, out_option
 
 
 def train(
+    ctx: typer.Context,
     features: Optional[Path] = typer.Argument(None, help="Features stage file (e.g. flow.h5)."),
     features_opt: Optional[Path] = typer.Option(None, "--features", help="Same as the positional FEATURES."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model (see `mertool models`)."),
@@ -42,6 +43,10 @@ def train(
     fold_batch: Optional[str] = typer.Option(None, "--fold-batch", help="Folds trained as one stacked computation: N, or auto (as many as fit memory); flow models without early stopping/ORACLE [default: 1 = fold by fold]."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: the protocol once per seed (<out>/seed_<s>/), metrics as mean ± sd over seeds."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights (state_dict) for every fold."),
+    folds: Optional[str] = typer.Option(None, "--folds", help="Comma-separated folds (LOSO: test subjects) to train, e.g. sub01,sub02: one job of a run split into several; jobs may share the run folder at the same time."),
+    fold_index: Optional[str] = typer.Option(None, "--fold-index", help="I/N: train the I-th (1-based, I = 1..N) of N contiguous near-equal slices of the run's folds, in fold order (e.g. $SLURM_ARRAY_TASK_ID/N); with --fold-batch B > 1, slices of whole groups of B folds."),
+    collect: Optional[Path] = typer.Option(None, "--collect", help="Pool the finished folds of this run folder (split into --folds/--fold-index jobs) into its metrics and reports; takes no other training options. The job that finishes the last fold does this itself."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run's final metrics (metrics.json, or the summary over --seeds) as JSON on stdout, nothing else; a job leaving folds to others prints its status and the missing folds."),
     overwrite: bool = OverwriteOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -51,9 +56,15 @@ def train(
     by looking at a test subject. Re-running the same command resumes a killed run.
     """
     from ..train.config import TrainConfig
-    from ..train.run import train_run, train_seeds
+    from ..train.run import collect_run, train_run, train_seeds
 
     setup_cli_logging()
+    if collect is not None:
+        given = _given_options(ctx, keep={"collect", "as_json", "quiet"})
+        if given:
+            raise UsageError(f"--collect takes only the run folder (and --json/--quiet); drop {', '.join(given)}")
+        _show(collect_run(collect), as_json)
+        return
     if features is not None and features_opt is not None and features != features_opt:
         raise UsageError("give the features file once (positional or --features)")
     path = features or features_opt
@@ -69,12 +80,50 @@ def train(
     if fold_batch is not None:
         overrides["fold_batch"] = _fold_batch(fold_batch)
     cfg = TrainConfig.resolve(config, **overrides)
+    split = dict(folds=_fold_names(folds) if folds is not None else None,
+                 fold_index=_fold_index(fold_index) if fold_index is not None else None)
     if seeds is not None:
-        result = train_seeds(path, out, cfg, _seeds(seeds), overwrite=overwrite, progress=not quiet)
+        result = train_seeds(path, out, cfg, _seeds(seeds), overwrite=overwrite, progress=not quiet, **split)
     else:
-        result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet)
+        result = train_run(path, out, cfg, overwrite=overwrite, progress=not quiet, **split)
+    _show(result, as_json)
+
+
+def _given_options(ctx: typer.Context, keep: set[str]) -> list[str]:
+    """The parameters given on the command line, other than ``keep``, as their first flag (or name)."""
+    return [
+        (p.opts[0] if p.param_type_name == "option" else p.name.upper())
+        for p in ctx.command.params
+        if p.name not in keep and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"
+    ]
+
+
+def _show(result, as_json: bool) -> None:
+    """The summary on stderr; with ``as_json`` the final metrics (or the job's status) as JSON on stdout."""
     for line in result.summary().splitlines():
         logger.info(line)
+    if as_json:
+        out = result.metrics if not result.missing else {
+            "run": str(result.path), "status": "running", "missing_folds": list(result.missing)
+        }
+        typer.echo(json.dumps(out, indent=2))
+
+
+def _fold_names(text: str) -> list[str]:
+    """``--folds sub01,sub02``: fold names."""
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise UsageError("--folds needs comma-separated fold names, e.g. sub01,sub02")
+    return names
+
+
+def _fold_index(text: str) -> tuple[int, int]:
+    """``--fold-index I/N``: two integers (their range is checked by :func:`~mertool.train.run.select_folds`)."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--fold-index must be I/N with 1 <= I <= N (e.g. 3/10), got {text!r}") from None
+    return i, n
 
 
 def _fold_batch(text: str) -> int:
@@ -107,11 +156,13 @@ def report(
     runs: List[Path] = typer.Argument(..., help="Run directories."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV here."),
-    fmt: str = typer.Option("text", "--format", help="Table format on stdout: text | markdown | csv."),
+    fmt: str = typer.Option("text", "--format", help="Table format on stdout: text | json (a list of objects) | csv | md (markdown); the same rows in each."),
 ) -> None:
     """Compare finished runs: UF1, UAR, accuracy, parameters, time."""
-    from ..train.report import format_table, summarize_runs
+    from ..train.report import FORMATS, format_table, summarize_runs
 
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     rows = summarize_runs(runs)
     typer.echo(format_table(rows, fmt), nl=False)
     if markdown:

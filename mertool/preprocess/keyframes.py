@@ -2,13 +2,21 @@
 
 Apex spotting finds the frame where the face differs most from the onset:
 
+``flowpeak``  (the default) local motion from the onset: Farneback optical flow from the
+              onset to each frame, averaged over blocks of the blink-free eyebrow, nose
+              and mouth regions (:func:`mertool.preprocess.spotting.region_blocks`), minus
+              the median block's flow (head motion); per frame the mean length of the
+              largest third of the block flows (the pooling of ``mertool spot``),
+              smoothed, argmax;
 ``regions``   mean absolute grey-level difference from the onset inside the eyebrow/eye
               and mouth boxes (from the 68 landmarks), smoothed, argmax;
 ``lbp``       chi-square distance between uniform-LBP histograms (grid of blocks over the
               landmark box) of each frame and the onset, smoothed, argmax;
-``flowpeak``  mean Farneback optical-flow magnitude from the onset in the landmark box,
-              smoothed, argmax;
 ``midpoint``  the middle frame between onset and offset (the trivial baseline).
+
+``regions`` and ``lbp`` compare grey levels and textures, so head jitter of a fraction
+of a pixel and blinks move them as much as a micro-expression does; ``flowpeak`` removes
+both (head motion by the median block, blinks by leaving the eyes out).
 
 The stage that repairs samples.csv apexes with these (``mertool keyframes``) is
 :mod:`mertool.stages.keyframes`.
@@ -21,8 +29,11 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from .spotting import region_blocks as spotting_blocks
 
-METHODS = ("regions", "lbp", "flowpeak", "midpoint")
+METHODS = ("flowpeak", "regions", "lbp", "midpoint")
+DEFAULT_METHOD = "flowpeak"
+FLOW_SIZE = 112  # frames are shrunk to at most this many pixels for flowpeak's flow
 _BROWS_EYES = np.r_[17:27, 36:48]
 _MOUTH = np.r_[48:68]
 
@@ -102,13 +113,29 @@ def curve_lbp(frames: np.ndarray, landmarks: np.ndarray, grid: int = 4) -> np.nd
 
 
 def curve_flowpeak(frames: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """Mean Farneback flow magnitude from the onset inside the landmark box."""
-    gray = np.clip(_gray(frames), 0, 255).astype(np.uint8)
-    y0, y1, x0, x1 = _box(np.asarray(landmarks, dtype=np.float64), gray.shape[1:], pad=0.05)
+    """Local motion from the onset (head motion and blinks removed) per frame.
+
+    Farneback flow from the onset to each frame; its mean over each block of the
+    eyebrow, nose and mouth regions (:func:`mertool.preprocess.spotting.region_blocks`,
+    which keeps clear of the eyelids); minus the median block's (head motion); the mean
+    length of the largest third of the blocks' flows (0 at the onset). Frames larger
+    than :data:`FLOW_SIZE` are shrunk to it first (area averaging), so the flow's
+    15-pixel window covers the same part of the face at any aligned size.
+    """
+    gray = np.clip(np.rint(_gray(frames)), 0, 255).astype(np.uint8)
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    scale = FLOW_SIZE / max(gray.shape[1:])
+    if scale < 1:
+        gray = np.stack([cv2.resize(g, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for g in gray])
+        landmarks = landmarks * scale
+    blocks = spotting_blocks(landmarks, gray.shape[1:])
+    top = max(1, int(np.ceil(len(blocks) / 3)))
     out = [0.0]
     for g in gray[1:]:
         flow = cv2.calcOpticalFlowFarneback(gray[0], g, None, 0.5, 3, 15, 3, 5, 1.2, 0)
-        out.append(float(np.linalg.norm(flow[y0:y1, x0:x1], axis=-1).mean()))
+        means = np.array([flow[y0:y1, x0:x1].reshape(-1, 2).mean(axis=0) for y0, y1, x0, x1 in blocks])
+        lengths = np.linalg.norm(means - np.median(means, axis=0), axis=1)
+        out.append(float(np.sort(lengths)[-top:].mean()))
     return np.array(out)
 
 
@@ -119,7 +146,7 @@ _CURVES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def spot_apex(frames: np.ndarray, landmarks: np.ndarray | None, method: str = "regions", window: int = 3) -> int:
+def spot_apex(frames: np.ndarray, landmarks: np.ndarray | None, method: str = DEFAULT_METHOD, window: int = 3) -> int:
     """Index (0-based, into ``frames``; frame 0 is the onset) of the estimated apex.
 
     Parameters
@@ -128,7 +155,7 @@ def spot_apex(frames: np.ndarray, landmarks: np.ndarray | None, method: str = "r
         T x H x W (x 3) frames from onset to offset.
     landmarks : ndarray or None
         68 x 2 (x, y) landmarks in the frames' coordinates (unused by ``midpoint``).
-    method : {"regions", "lbp", "flowpeak", "midpoint"}
+    method : {"flowpeak", "regions", "lbp", "midpoint"}
     window : int
         Moving-average window applied to the difference curve.
 

@@ -1,8 +1,10 @@
 """The one per-sample stage loop, and the conventions every stage shares.
 
 :func:`run_stage` owns what every stage used to write for itself: pending samples ->
-compute (in worker processes, or in device batches) -> add or fail -> finish ->
-previews, returning one :class:`StageResult`.
+compute (in this process, in worker processes, on a dask cluster with ``MERTOOL_SCHEDULER``
+(:mod:`mertool.cluster`), or in device batches) -> the sample's shard written by the
+process that computed it (:class:`~.stagefile.ShardSink`: arrays never travel back), or
+its failure -> finish -> previews, returning one :class:`StageResult`.
 
 Failure convention: pure code raises ``ValueError`` / ``LookupError`` (or a
 :class:`~mertool.errors.MertoolError` about one sample's input, e.g. an unreadable
@@ -31,7 +33,7 @@ import numpy as np
 from ..errors import MertoolError
 from ..log import logger, progress_bar
 from ..parallel import parallel_map
-from .stagefile import StageFile, StageWriter, open_stage
+from .stagefile import ShardSink, StageFile, StageWriter, open_stage
 
 #: What a per-sample compute function returns: its arrays, or (arrays, meta updates).
 Output = Union[dict[str, np.ndarray], tuple[dict[str, np.ndarray], dict[str, Any]]]
@@ -136,13 +138,29 @@ def inputs_of(src: str | Path, samples_csv: str | Path | None) -> list[str | Pat
     return [src] + ([samples_csv] if samples_csv is not None else [])
 
 
-def _guarded(job: tuple[Callable[[Case], Output], Case]) -> tuple[Case, Output | None, str]:
-    """Run one case; a sample error becomes its reason (picklable: runs in workers)."""
-    compute, case = job
+def _guarded(job: tuple[Callable[[Case], Output], Case, ShardSink]) -> tuple[str, str]:
+    """Run one case and write its shard where it ran (picklable: runs in workers).
+
+    Returns ``(sample_id, reason)``: reason "" when the shard is written; a sample error
+    becomes the reason. Errors writing the shard (disk full) are raised.
+    """
+    compute, case, sink = job
     try:
-        return case, compute(case), ""
+        output = compute(case)
     except SAMPLE_ERRORS as exc:
-        return case, None, _reason(exc)
+        return case.sample_id, _reason(exc)
+    _store(sink, case, output)
+    return case.sample_id, ""
+
+
+def _lost(job: tuple[Callable[[Case], Output], Case, ShardSink], reason: str) -> tuple[str, str]:
+    """A sample whose task crashed every cluster worker it ran on fails like any other."""
+    return job[1].sample_id, reason
+
+
+def _store(sink: ShardSink, case: Case, output: Output) -> None:
+    arrays, update = output if isinstance(output, tuple) else (output, {})
+    sink.add(arrays, clean_meta({**case.meta, **update}))
 
 
 def _reason(exc: Exception) -> str:
@@ -160,15 +178,19 @@ def _loaded(load: Callable[[str], Case], ids: Sequence[str], failures: dict[str,
 
 
 def _batched(
-    cases: Iterator[Case], compute_batch: Callable[[list[Case]], list[Output | Exception]], size: int
-) -> Iterator[tuple[Case, Output | None, str]]:
+    cases: Iterator[Case], compute_batch: Callable[[list[Case]], list[Output | Exception]], size: int,
+    writer: StageWriter,
+) -> Iterator[tuple[str, str]]:
+    """``compute_batch`` over batches of ``size`` in this process, writing each shard: ``(sample_id, reason)``."""
     batch: list[Case] = []
     for case in [*cases, None]:
         if case is not None:
             batch.append(case)
         if batch and (case is None or len(batch) >= size):
             for c, out in zip(batch, compute_batch(batch)):
-                yield (c, None, str(out)) if isinstance(out, Exception) else (c, out, "")
+                if not isinstance(out, Exception):
+                    _store(writer.sink(c.sample_id), c, out)
+                yield c.sample_id, _reason(out) if isinstance(out, Exception) else ""
             batch = []
 
 
@@ -239,9 +261,10 @@ def run_stage(
                     bar = finished.enter_context(
                         progress_bar(cases, total=len(pending), desc=desc, unit="sample", progress=progress and bool(pending))
                     )
-                    results = _batched(iter(bar), compute_batch, batch_size)
+                    results = _batched(iter(bar), compute_batch, batch_size, writer)
                 else:
-                    results = parallel_map(_guarded, ((compute, c) for c in cases), jobs=jobs, desc=desc, progress=progress)
+                    jobs_ = ((compute, c, writer.sink(c.sample_id)) for c in cases)
+                    results = parallel_map(_guarded, jobs_, jobs=jobs, desc=desc, progress=progress, lost=_lost)
                 finished.enter_context(contextlib.closing(results))
                 result = _record(writer, order, results, failures, stacked)
     finally:
@@ -254,17 +277,14 @@ def run_stage(
 def _record(
     writer: StageWriter,
     order: Sequence[str],
-    results: Iterable[tuple[Case, Output | None, str]],
+    results: Iterable[tuple[str, str]],
     failures: dict[str, str],
     stacked: bool,
 ) -> StageResult:
-    """Add each result (or its failure) to the writer, then finish the file."""
-    for case, output, reason in results:
-        if output is None:
-            failures[case.sample_id] = reason
-            continue
-        arrays, update = output if isinstance(output, tuple) else (output, {})
-        writer.add(case.sample_id, arrays, clean_meta({**case.meta, **update}))
+    """Collect each sample's failure (its shard is written where it ran), then finish the file."""
+    for sample_id, reason in results:
+        if reason:
+            failures[sample_id] = reason
     for sid, reason in failures.items():
         logger.warning(f"sample {sid}: {reason}")
         writer.fail(sid, reason)

@@ -35,12 +35,11 @@ from ..config import StageConfig
 from ..errors import MertoolError
 from ..log import logger
 from ..preprocess.align import CROP_POLICIES, FrameSizeError, align_clip, template_eyes
-from ..preprocess.render import contact_sheet, landmarks_tile, shade_invalid
+from ..preprocess.render import contact_sheet, labelled, landmarks_tile, shade_invalid, spread_samples
 from ..samples import Sample, clip_fingerprints, clip_numbers, load_frames, read_samples
 from ._driver import Case, StageResult, run_stage
 from .stagefile import StageFile, StageWriter, open_stage
 
-PREVIEW_COUNT = 16  # clips on the --preview contact sheet
 LOW_VALID = 0.8  # clips with a smaller valid fraction are warned about
 SMALL_FACE = 0.2  # crop "none": a landmark box under this fraction of the frame is suspicious
 
@@ -197,6 +196,7 @@ def run_align(
     overwrite: bool = False,
     preview: str | Path | None = None,
     progress: bool = True,
+    compression: str | None = None,
 ) -> StageResult:
     """The ``align`` stage: samples.csv -> aligned.h5 (resumable; see the module docstring).
 
@@ -213,13 +213,20 @@ def run_align(
     overwrite : bool
         Replace an output made with other parameters or inputs.
     preview : path, optional
-        Folder for a PNG contact sheet (:func:`write_preview`: onset and apex of the first
-        clips, landmarks drawn, invalid pixels shaded).
+        Folder for a PNG contact sheet (:func:`write_preview`: onset and apex of clips
+        covering every subject and class, landmarks drawn, invalid pixels shaded).
     progress : bool
         Show a progress bar.
+    compression : str, optional
+        How aligned.h5 stores its arrays: ``lzf`` (None: the default for a new file; an
+        up-to-date file is kept as it is), ``gzip``, ``gzip:LEVEL`` or ``none``. Not part
+        of the key: asking an up-to-date file for another re-packs it without
+        recomputing (:class:`~mertool.stages.stagefile.StageWriter`).
 
     Raises
     ------
+    UsageError
+        An unknown ``compression``.
     MertoolError
         Bad options, unreadable samples.csv, dlib models not installed, or no clip could
         be aligned.
@@ -228,7 +235,10 @@ def run_align(
     config.validate()
     rows = read_samples(samples_csv)
     samples = {s.sample_id: s for s in rows}  # ids are unique (read_samples checks)
-    writer = StageWriter(out, "aligned", config.to_dict(), upstream=[samples_csv], overwrite=overwrite, fingerprints=clip_fingerprints(rows))
+    writer = StageWriter(
+        out, "aligned", config.to_dict(), upstream=[samples_csv], overwrite=overwrite,
+        fingerprints=clip_fingerprints(rows), compression=compression,
+    )
     if not writer.complete:  # a missing dlib model is the installation's problem, not each clip's
         faces.face_detector(config.detector)
         faces.landmark_model()
@@ -302,15 +312,18 @@ def valid_fraction_summary(stage_file: StageFile | str | Path, threshold: float 
     }
 
 
-def write_preview(aligned_h5: str | Path, folder: str | Path, max_samples: int = PREVIEW_COUNT) -> Path:
-    """PNG contact sheet: aligned onset and apex of a few clips, landmarks drawn, pixels from
-    outside the image shaded, the template eyes marked on ``similarity`` crops."""
+def write_preview(aligned_h5: str | Path, folder: str | Path, max_samples: int | None = None) -> Path:
+    """PNG contact sheet: aligned onset and apex of clips covering every subject and class
+    (:func:`~.render.spread_samples`; ``max_samples`` caps them), landmarks drawn, pixels
+    from outside the image shaded, the template eyes marked on ``similarity`` crops."""
     sf = open_stage(aligned_h5, expect="aligned")
     if not len(sf):
         raise MertoolError(f"{aligned_h5}: no aligned samples to preview")
     eyes = template_eyes(int(sf.params.get("size", 224)), float(sf.params.get("margin", 0.0)))
-    tiles = []
-    for sid in sf.sample_ids[:max_samples]:
+    tiles, crops = [], {}
+    ids = sf.sample_ids
+    for i in spread_samples(sf.meta.get("subject", ids), sf.meta.get("label", ids), max_samples):
+        sid = ids[i]
         data, meta = sf.sample(sid), sf.meta_of(sid)
         numbers = list(data["frame_numbers"])
         apex = meta["apex"] if meta["apex"] in numbers else numbers[len(numbers) // 2]
@@ -319,12 +332,19 @@ def write_preview(aligned_h5: str | Path, folder: str | Path, max_samples: int =
             pair = [shade_invalid(f, data["valid"]) for f in pair]
         crop = meta.get("crop") or "similarity"  # files from before crop policies
         marks = eyes if crop == "similarity" else np.zeros((0, 2))
-        text = f"{sid} [{meta['label']}] {crop}"
-        if isinstance(meta.get("valid_fraction"), float):
-            text += f" {meta['valid_fraction']:.0%} valid"
-        tiles.append(landmarks_tile(pair, data["landmarks"], marks, text))
+        who = sid if str(meta.get("subject", "")) in sid else f"{sid} ({meta.get('subject')})"
+        text = f"{who} {meta['label']}, apex {apex}"
+        crops[crop] = crops.get(crop, 0) + 1
+        if isinstance(meta.get("valid_fraction"), float) and meta["valid_fraction"] < 1:
+            text += f", {meta['valid_fraction']:.0%} valid"
+        tiles.append(labelled(landmarks_tile(pair, data["landmarks"], marks, ""), text))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "aligned_contact_sheet.png"
-    cv2.imwrite(str(path), cv2.cvtColor(contact_sheet(tiles, cols=2), cv2.COLOR_RGB2BGR))
+    legend = ["green dots: the 68 landmarks found on the onset frame",
+              "red +: template eye centres (where a similarity crop puts the eyes)",
+              "magenta: pixels from outside the source frame (border replicated)",
+              "crop: " + ", ".join(f"{crop} ({n} clip(s))" for crop, n in sorted(crops.items()))]
+    sheet = contact_sheet(tiles, cols=2 if len(tiles) <= 8 else 4, columns=("onset", "apex"), legend=legend)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return path

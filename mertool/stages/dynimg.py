@@ -39,11 +39,12 @@ from ..preprocess.dynimg import (
     phase_frame_counts,
     phase_span,
 )
-from ..preprocess.render import display_tile, frame_tile, labelled
+from ..preprocess.render import display_tile, frame_tile, labelled, spread_samples
 from ._driver import Case, StageResult, apex_overrides, case_meta, inputs_of, run_stage
 from .stagefile import StageFile, StageWriter, open_stage
 
 PREVIEW_COUNT = 4  # samples drawn by --preview
+PREVIEW_SIDE = 112  # smallest tile side in the previews (smaller images are enlarged)
 
 
 @dataclasses.dataclass
@@ -267,17 +268,18 @@ def write_previews(
     numbers: dict[str, np.ndarray],
     phases: list[str],
 ) -> list[Path]:
-    """PNG per sample (the first :data:`PREVIEW_COUNT`): onset, apex, offset frames, then
-    each phase's dynamic image."""
+    """PNG per sample (:data:`PREVIEW_COUNT` of them, spread over classes and subjects):
+    onset, apex, offset frames, then each phase's dynamic image, each at least
+    :data:`PREVIEW_SIDE` pixels wide so its caption fits."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for sid in list(metas)[:PREVIEW_COUNT]:
-        if sid not in result.sample_ids:  # failed
-            continue
+    done = [sid for sid in metas if sid in result.sample_ids]  # not the failed ones
+    for k in spread_samples([metas[s].get("subject", s) for s in done], [metas[s].get("label", s) for s in done], PREVIEW_COUNT):
+        sid = done[k]
         got = result.sample(sid, ["dynimg", "phase_frames"])
         dis, lengths, nums = got["dynimg"], got["phase_frames"], numbers[sid]
-        side = dis.shape[-1]
+        side = max(dis.shape[-1], PREVIEW_SIDE)
         keys = [(label, int(metas[sid].get(label, -1))) for label in ("onset", "apex", "offset")]
         at = [(label, int(np.argmin(np.abs(nums - n)))) for label, n in keys if n >= 0]
         frames = _frames_at(source, sid, [i for _, i in at])

@@ -41,7 +41,7 @@ from ..device import resolve_device
 from ..errors import MertoolError
 from ..io import safe_name
 from ..log import logger
-from ..preprocess.render import preview_panel
+from ..preprocess.render import display_scale, edge_band, flow_preview, spread_samples
 from ..preprocess.strain import INVALID_MODES, NORMALISATIONS, STRAIN_FORMULAS, STRAIN_METHODS, flow_features
 from ..preprocess.tvl1 import prepare_frame, tvl1_many
 from ..preprocess.tvl1_params import BACKENDS, TVL1Params, check_backend
@@ -252,7 +252,7 @@ def run_flow(
     device: str = "auto",
     batch_size: int = 64,
     compile: bool = False,
-    preview_count: int = 4,
+    preview_count: int | None = None,
 ) -> StageResult:
     """The ``flow`` stage: onset->apex (or onset->every frame) TV-L1 flow and strain.
 
@@ -272,8 +272,9 @@ def run_flow(
     overwrite : bool
         Replace an output made with other parameters or inputs.
     preview : path, optional
-        Folder for ``<sample>.png`` pictures (onset | apex | flow wheel | strain) of the
-        first ``preview_count`` samples.
+        Folder for ``<sample>.png`` pictures (onset | apex | flow wheel | strain) of
+        ``preview_count`` samples spread over classes and subjects (None: enough to show
+        every class and subject; :func:`write_previews`).
     progress : bool
         Show a progress bar.
     device, batch_size, compile
@@ -315,7 +316,7 @@ def run_flow(
         meta = case_meta(aligned, sid, overrides)
         return Case(sid, meta, _frame_pairs(aligned.sample(sid), meta, config))
 
-    show = partial(write_previews, aligned, overrides, order[:preview_count], preview) if preview else None
+    show = partial(write_previews, aligned, overrides, preview_count, preview) if preview else None
     return run_stage(
         writer, order, load, compute, stacked=config.pairs == "apex", desc="flow", jobs=jobs,
         compute_batch=batch, batch_size=batch_size, preview=show, progress=progress,
@@ -323,16 +324,20 @@ def run_flow(
 
 
 def write_previews(
-    aligned: StageFile, overrides: dict[str, tuple[int, str]], ids: list[str], folder: str | Path, flow_h5: Path
+    aligned: StageFile, overrides: dict[str, tuple[int, str]], count: int | None, folder: str | Path, flow_h5: Path
 ) -> None:
-    """Write ``<folder>/<sample>.png`` (onset | apex | flow wheel | strain) for ``ids`` in ``flow_h5``.
+    """Write ``<folder>/<sample>.png`` (onset | apex | flow wheel | strain, titled, with a key)
+    for samples spread over classes and subjects (:func:`~.render.spread_samples`; ``count``
+    None: every class and subject), all on one scale (:func:`~.render.display_scale`).
 
     With ``pairs="all"`` the picture shows the frame with the largest mean motion.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dst = open_stage(flow_h5, expect="flow")
-    shown = [sid for sid in ids if sid in dst.sample_ids]
+    ids = dst.sample_ids
+    shown = [ids[i] for i in spread_samples(dst.meta.get("subject", ids), dst.meta.get("label", ids), count)]
+    pictures = {}
     for sid in shown:
         arrays = aligned.sample(sid, ["frames", "frame_numbers"])
         flow = dst.sample(sid, ["flow"])["flow"]
@@ -341,6 +346,15 @@ def write_previews(
         if flow.ndim == 4:  # pairs="all": the pair with the largest motion
             k = int(np.argmax(np.abs(flow[:, :2]).reshape(len(flow), -1).mean(1)))
             targets, flow = [targets[k]], flow[k]
-        panel = preview_panel(arrays["frames"][first], arrays["frames"][targets[0]], flow)
+        pictures[sid] = (arrays["frames"][first], arrays["frames"][targets[0]], flow, numbers[first], numbers[targets[0]])
+    maps = [p[2] for p in pictures.values()]
+    flow_max, strain_max = display_scale(maps, edge_band(maps[0].shape[-1]))
+    unit = "px" if dst.params.get("normalise", "none") == "none" else f"({dst.params['normalise']} units)"
+    for sid, (onset, apex, flow, n0, n1) in pictures.items():
+        meta = dst.meta_of(sid)
+        title = f"{sid}  |  label {meta.get('label', '?')}  |  subject {meta.get('subject', '?')}"
+        panel = flow_preview(onset, apex, flow, title=title, frames=(f"onset (frame {n0})", f"apex (frame {n1})"),
+                             flow_max=flow_max, strain_max=strain_max, unit=unit)
         cv2.imwrite(str(folder / f"{safe_name(sid)}.png"), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-    logger.info(f"{folder}: previews of {len(shown)} sample(s) (onset | apex | flow | strain)")
+    logger.info(f"{folder}: previews of {len(shown)} sample(s) over their classes and subjects, one scale "
+                f"(flow {flow_max:.3g} {unit}, strain {strain_max:.3g})")

@@ -23,7 +23,7 @@ import numpy as np
 from ..config import StageConfig
 from ..errors import MertoolError, UsageError
 from ..log import logger
-from ..preprocess.keyframes import METHODS, spot_apex
+from ..preprocess.keyframes import DEFAULT_METHOD, METHODS, spot_apex
 from ..samples import Sample, read_samples, write_samples
 from ..table import format_table as render_table
 from ._driver import SAMPLE_ERRORS
@@ -36,7 +36,7 @@ class KeyframesConfig(StageConfig):
 
     Attributes
     ----------
-    method : {"regions", "lbp", "flowpeak", "midpoint"}
+    method : {"flowpeak", "regions", "lbp", "midpoint"}
         Apex spotting method (see :mod:`mertool.preprocess.keyframes`).
     smooth : int
         Moving-average window (frames) applied to the difference curve.
@@ -44,7 +44,7 @@ class KeyframesConfig(StageConfig):
         Re-estimate every apex, not only missing or invalid ones.
     """
 
-    method: str = "regions"
+    method: str = DEFAULT_METHOD
     smooth: int = 3
     respot: bool = False
 

@@ -31,6 +31,17 @@ arrays either stacked as ``/data/<name>`` (N x ...) when shapes agree, or per sa
 ``/samples/<row>/<name>`` when they do not (e.g. clips of different lengths);
 ``/checksums`` (one per sample, :func:`array_checksum`) and, for stages with
 fingerprints, ``/fingerprints`` (JSON ``{sample_id: fingerprint}``).
+
+Storage (:func:`chunk_shape`, :func:`parse_compression`): arrays are chunked, a chunk
+holding one frame of a clip or one sample's array, and compressed with the writer's
+``compression`` (``lzf`` by default, ``gzip:LEVEL``, or ``none``), recorded in the
+``compression`` attribute. Compression is a storage choice, not content: the ``key``
+does not depend on it. A finished file asked for with another compression is re-packed
+(its samples copied into a new file, nothing recomputed, the key kept); asked for with
+none given (``compression=None``) it is kept as it is. Shards are deflate-compressed
+(zip level 1) unless the compression is ``none``. The final file is assembled one
+shard at a time, so its memory stays about one shard, whatever the file's size; the
+disk holds the shards and the final file together until the file is verified.
 """
 
 from __future__ import annotations
@@ -47,14 +58,14 @@ import weakref
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
 
 from .. import __version__
 from ..config import config_hash
-from ..errors import MertoolError
+from ..errors import MertoolError, UsageError
 from ..io import atomic_savez, atomic_write_text, os_error, safe_name, temp_sibling, writable_folder
 from ..log import logger
 from ..samples import same_content
@@ -69,6 +80,69 @@ WAIT_ENV = "MERTOOL_WAIT"
 CHECKSUM = "sha256 over each array sorted by name: name, dtype, shape, C-order bytes"
 #: Errors that mean a shard file cannot be read (zero bytes, cut short, not a zip).
 _SHARD_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
+#: A new stage file's compression when none is asked for (see :func:`parse_compression`).
+DEFAULT_COMPRESSION = "lzf"
+#: The level of a plain ``gzip`` compression.
+GZIP_LEVEL = 4
+#: Deflate level of compressed shards (level 1: nearly the ratio of 6 at twice the speed).
+SHARD_LEVEL = 1
+#: Stacked arrays whose rows are smaller than this share chunks (many tiny chunks read slowly).
+MIN_CHUNK_BYTES = 1 << 16
+
+
+def parse_compression(text: str) -> str:
+    """The canonical form of a compression: ``lzf``, ``gzip:LEVEL`` (``gzip`` = level
+    :data:`GZIP_LEVEL`) or ``none``.
+
+    Raises
+    ------
+    UsageError
+        Any other value.
+    """
+    value = str(text).strip().lower()
+    name, _, level = value.partition(":")
+    if value in ("lzf", "none"):
+        return value
+    if name == "gzip" and not level:
+        return f"gzip:{GZIP_LEVEL}"
+    if name == "gzip" and level.isdigit() and 1 <= int(level) <= 9:
+        return f"gzip:{int(level)}"
+    raise UsageError(f"compression {text!r}: choose lzf, gzip, gzip:LEVEL (LEVEL 1-9) or none")
+
+
+def chunk_shape(shape: Sequence[int], itemsize: int, stacked: bool) -> tuple[int, ...] | None:
+    """The HDF5 chunk of an array of a stage file.
+
+    A sample's array of 4 or more axes (a clip of images, T x H x W x C) is chunked one
+    frame at a time; any other sample's array is one chunk. Stacked arrays (N x ...)
+    hold one sample per chunk, or as many as fit in :data:`MIN_CHUNK_BYTES` when a
+    sample's array is smaller.
+
+    Returns
+    -------
+    tuple or None
+        None for a scalar or empty array (stored contiguous, uncompressed).
+    """
+    shape = tuple(int(n) for n in shape)
+    if not shape or 0 in shape:
+        return None
+    lead = 1 if stacked else 0  # the sample axis
+    if len(shape) - lead >= 4:
+        return (1,) * (lead + 1) + shape[lead + 1 :]
+    if not stacked:
+        return shape
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * itemsize
+    return (max(1, min(shape[0], MIN_CHUNK_BYTES // max(row_bytes, 1))), *shape[1:])
+
+
+def _create_array(h5: h5py.Group, name: str, shape: tuple, dtype: Any, compression: str, stacked: bool, data: Any = None) -> h5py.Dataset:
+    """A dataset of a stage file, chunked (:func:`chunk_shape`) and compressed."""
+    chunks = chunk_shape(shape, np.dtype(dtype).itemsize, stacked)
+    options: dict[str, Any] = {}
+    if chunks is not None and compression != "none":
+        name_, _, level = compression.partition(":")
+        options = {"compression": name_, "compression_opts": int(level) if level else None}
+    return h5.create_dataset(name, shape=shape, dtype=dtype, data=data, chunks=chunks, **options)
 
 
 def file_key(path: str | Path) -> str:
@@ -91,7 +165,7 @@ def array_checksum(arrays: Mapping[str, np.ndarray]) -> str:
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])
         digest.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
-        digest.update(arr.tobytes())
+        digest.update(arr.reshape(-1).view(np.uint8))  # the C-order bytes, without a copy
     return digest.hexdigest()[:32]
 
 
@@ -229,9 +303,16 @@ class StageWriter:
         (:func:`mertool.samples.clip_fingerprints`), for content-aware resume and reuse.
     wait : bool, optional
         Wait for another writer of ``out`` to finish (default: ``MERTOOL_WAIT``).
+    compression : str, optional
+        ``lzf``, ``gzip``, ``gzip:LEVEL`` or ``none`` (:func:`parse_compression`); None:
+        :data:`DEFAULT_COMPRESSION` for a new file, and a finished file kept as it is.
+        A finished file stored otherwise than asked is re-packed (see the module
+        docstring).
 
     Raises
     ------
+    UsageError
+        An unknown ``compression``.
     MertoolError
         ``out`` (or unfinished shards) exist from different parameters or inputs, or
         clips changed, and ``overwrite`` is false; ``out`` is a folder; the output folder
@@ -253,8 +334,11 @@ class StageWriter:
         overwrite: bool = False,
         fingerprints: Mapping[str, str] | None = None,
         wait: bool | None = None,
+        compression: str | None = None,
     ) -> None:
         self.out = Path(out)
+        self._asked = None if compression is None else parse_compression(compression)
+        self.compression = self._asked or DEFAULT_COMPRESSION
         self.stage = stage
         self.params = params
         # absolute paths: the provenance walk must not depend on the working directory
@@ -301,6 +385,8 @@ class StageWriter:
             same_plan = existing.plan_key == self.plan_key
             changed = self._changed_clips(existing) if same_plan else []
             if same_plan and not changed and not overwrite:
+                if self._asked not in (None, existing.compression):
+                    self._repack(existing)
                 self.complete, self.key = True, existing.key
                 return
             if not overwrite:
@@ -363,6 +449,18 @@ class StageWriter:
             json.dumps({"stage": self.stage, "plan_key": self.plan_key, "params": self.params}),
         )
 
+    def _repack(self, existing: StageFile) -> None:
+        """Copy a finished file into a new one stored with ``compression`` (same samples,
+        failures and key; nothing recomputed): through shards, as a run would."""
+        logger.info(f"{self.out}: up to date; re-packing it from {existing.compression} to {self.compression} compression")
+        self._open_parts(overwrite=False, keep=True)
+        self._salvage(existing, [])
+        for sid, reason in existing.failed.items():
+            self.fail(sid, reason)
+        self.finish(existing.sample_ids, stacked=existing.layout == "stacked")
+        if self.key != existing.key:
+            raise MertoolError(f"{self.out}: re-packing changed the key ({existing.key} -> {self.key}); re-run with --overwrite")
+
     def _salvage(self, existing: StageFile, changed: list[str]) -> None:
         """Shards, from the finished file, of every sample whose clip did not change."""
         kept, checksums = 0, existing.checksums
@@ -374,7 +472,8 @@ class StageWriter:
                 continue  # damaged in the old file: compute it again
             self.add(sid, arrays, {k: v for k, v in existing.meta_of(sid).items() if k != "sample_id"})
             kept += 1
-        logger.info(f"{self.out}: recomputing {len(changed)} changed clip(s), keeping {kept}")
+        if changed:
+            logger.info(f"{self.out}: recomputing {len(changed)} changed clip(s), keeping {kept}")
 
     def _shard(self, sample_id: str) -> Path:
         return self.parts / (safe_name(sample_id, unique=True) + ".npz")
@@ -417,13 +516,14 @@ class StageWriter:
         ``meta`` values must be str, int, float or bool (JSON-able); arrays any dtype.
         """
         self._check_lock()
-        payload = {name: np.asarray(a) for name, a in arrays.items()}
-        payload[_META_KEY] = np.array(json.dumps({"sample_id": sample_id, **meta}))
-        payload[_SUM_KEY] = np.array(array_checksum(arrays))
-        if sample_id in self.fingerprints:
-            payload[_FP_KEY] = np.array(self.fingerprints[sample_id])
-        self._failed_marker(sample_id).unlink(missing_ok=True)
-        atomic_savez(self._shard(sample_id), payload)
+        self.sink(sample_id).add(arrays, meta)
+
+    def sink(self, sample_id: str) -> ShardSink:
+        """Where ``sample_id``'s result goes: a picklable :class:`ShardSink`, for a worker
+        process (or a cluster worker sharing the folder) to write the shard itself."""
+        level = None if self.compression == "none" else SHARD_LEVEL
+        fingerprint = self.fingerprints.get(sample_id)
+        return ShardSink(sample_id, self._shard(sample_id), self._failed_marker(sample_id), self.plan_key, fingerprint, level)
 
     def _failed_marker(self, sample_id: str) -> Path:
         return self.parts / (safe_name(sample_id, unique=True) + ".failed")
@@ -484,20 +584,9 @@ class StageWriter:
         with h5py.File(tmp, "w-") as h5:
             data_sets: dict[str, h5py.Dataset] = {}
             for row, sid in enumerate(done):
-                arrays, meta, checksum = self._read_shard(sid)
+                meta, checksum = self._copy_shard(h5, data_sets, sid, row, len(done) if stacked else None)
                 metas.append(meta)
                 checksums.append(checksum)
-                for name, arr in arrays.items():
-                    if not stacked:
-                        h5.create_dataset(f"samples/{row}/{name}", data=arr)
-                        continue
-                    if name not in data_sets:
-                        data_sets[name] = h5.create_dataset(f"data/{name}", shape=(len(done), *arr.shape), dtype=arr.dtype)
-                    if data_sets[name].shape[1:] != arr.shape:
-                        raise MertoolError(
-                            f"sample {sid}: array {name!r} has shape {arr.shape}, others {data_sets[name].shape[1:]}"
-                        )
-                    data_sets[name][row] = arr
             _write_meta(h5, metas)
             h5.create_dataset("checksums", data=np.array(checksums, dtype=object), dtype=h5py.string_dtype())
             if self.fingerprints:
@@ -506,6 +595,24 @@ class StageWriter:
             self.key = content_key(self.plan_key, done, checksums, failed)
             h5.attrs.update(self._attrs(len(done), failed, stacked))
         return checksums
+
+    def _copy_shard(self, h5: h5py.File, data_sets: dict, sample_id: str, row: int, stacked: int | None) -> tuple[dict, str]:
+        """Write one shard's arrays into the file being assembled (``stacked``: the number of
+        rows of ``/data``; None: per-sample groups); returns its meta and checksum.
+
+        One shard is in memory at a time: its arrays are freed when this returns.
+        """
+        arrays, meta, checksum = self._read_shard(sample_id)
+        for name, arr in arrays.items():
+            if stacked is None:
+                _create_array(h5, f"samples/{row}/{name}", arr.shape, arr.dtype, self.compression, False, arr)
+                continue
+            if name not in data_sets:
+                data_sets[name] = _create_array(h5, f"data/{name}", (stacked, *arr.shape), arr.dtype, self.compression, True)
+            if data_sets[name].shape[1:] != arr.shape:
+                raise MertoolError(f"sample {sample_id}: array {name!r} has shape {arr.shape}, others {data_sets[name].shape[1:]}")
+            data_sets[name][row] = arr
+        return meta, checksum
 
     def _attrs(self, n_samples: int, failed: dict, stacked: bool) -> dict[str, Any]:
         return {
@@ -520,6 +627,7 @@ class StageWriter:
             "n_samples": n_samples,
             "failed": json.dumps(failed),
             "layout": "stacked" if stacked else "per-sample",
+            "compression": self.compression,
             "checksum": CHECKSUM,
         }
 
@@ -539,6 +647,41 @@ class StageWriter:
             shard.unlink()
             raise MertoolError(f"sample {sample_id}: its shard is damaged (checksum mismatch); removed it, re-run to compute it again")
         return arrays, meta, checksum
+
+
+class ShardSink(NamedTuple):
+    """One sample's shard in ``OUT.h5.parts/``, written by whichever process computed it.
+
+    Made by :meth:`StageWriter.sink`. It holds no lock (the writer that made it does);
+    before writing it checks that the shard folder still belongs to its writer's plan, so
+    a task that outlives its run (a cluster worker, after its driver was killed) cannot
+    leave a shard in a later run of other parameters or inputs.
+    """
+
+    sample_id: str
+    shard: Path
+    failed_marker: Path
+    plan_key: str
+    fingerprint: str | None
+    compresslevel: int | None
+
+    def add(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Write the sample atomically, with its checksum (and fingerprint); see :meth:`StageWriter.add`.
+
+        Raises
+        ------
+        MertoolError
+            The shard folder is gone or now holds work of other parameters or inputs.
+        """
+        if _parts_plan(self.shard.parent) != self.plan_key:
+            raise MertoolError(f"{self.shard.parent}: no longer this run's shard folder; sample {self.sample_id} not written")
+        payload = {name: np.asarray(a) for name, a in arrays.items()}
+        payload[_META_KEY] = np.array(json.dumps({"sample_id": self.sample_id, **meta}))
+        payload[_SUM_KEY] = np.array(array_checksum(arrays))
+        if self.fingerprint is not None:
+            payload[_FP_KEY] = np.array(self.fingerprint)
+        self.failed_marker.unlink(missing_ok=True)
+        atomic_savez(self.shard, payload, compresslevel=self.compresslevel)
 
 
 def _parts_plan(parts: Path) -> str | None:
@@ -587,6 +730,8 @@ class StageFile:
         self.plan_key = attrs.get("plan_key", attrs["key"])  # files of older versions: key was the plan
         self.config_hash = attrs.get("config_hash", "")
         self.params = json.loads(attrs.get("params", "{}"))
+        #: How the arrays are stored (:func:`parse_compression`; files of older versions: none).
+        self.compression = str(attrs.get("compression", "none"))
         self.failed: dict[str, str] = json.loads(attrs.get("failed", "{}"))
         self.sample_ids: list[str] = list(meta.get("sample_id", []))
         self._row = {sid: i for i, sid in enumerate(self.sample_ids)}

@@ -8,6 +8,7 @@ and ``UAR_<dataset>`` columns after the pooled ``UF1`` and ``UAR``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from .. import table  # noqa: E402
 from ..errors import MertoolError  # noqa: E402
 from .rundir import ORACLE, RunDir  # noqa: E402
 
+#: ``mertool report --format`` values (``md`` is short for ``markdown``).
+FORMATS = ("text", "json", "csv", "markdown", "md")
+_TEXT = {"run", "model", "scheme", "selection"}  # columns that stay strings in JSON, whatever they read
 COLUMNS = ["run", "model", "scheme", "folds", "samples", "UF1", "UAR", "acc", "acc_fold_mean",
            "macro_f1_fold_mean", "params", "epochs", "selection", "time_s"]
 
@@ -62,25 +66,36 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.n
     return np.arange(1, length + 1)[ok], sums[ok] / counts[ok]
 
 
+def _epoch_axis(ax) -> None:
+    """Whole-number epoch ticks and a light grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+
+
+CURVE_NAMES = {"train": "train", "val": "validation", "ORACLE_test": "ORACLE test fold"}
+
+
 def plot_curves(histories: list[list[dict]], path: str | Path, title: str = "", oracle: bool = False) -> Path:
-    """Learning curves averaged over folds: loss and accuracy per epoch.
+    """Learning curves averaged over folds: loss and accuracy per epoch, under one title.
 
     Test-fold curves (``ORACLE_*`` keys) are drawn only when ``oracle`` is true.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, kind in zip(axes, ("loss", "acc")):
-        for key, style in ((f"train_{kind}", "-"), (f"val_{kind}", "--"), (f"ORACLE_test_{kind}", ":")):
-            if key.startswith("ORACLE") and not oracle:
+        for part, style in (("train", "-"), ("val", "--"), ("ORACLE_test", ":")):
+            if part == "ORACLE_test" and not oracle:
                 continue
-            curve = _mean_curve(histories, key)
+            curve = _mean_curve(histories, f"{part}_{kind}")
             if curve is not None:
-                ax.plot(*curve, style, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(kind)
-        ax.grid(alpha=0.3)
+                ax.plot(*curve, style, marker="o" if len(curve[0]) <= 20 else None, ms=3, label=CURVE_NAMES[part])
+        _epoch_axis(ax)
+        ax.set_ylabel("accuracy" if kind == "acc" else "loss")
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.suptitle(title + " (mean over folds)", fontsize=10)
+    fig.suptitle(f"{title}: mean over folds" if title else "mean over folds", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -106,11 +121,10 @@ def plot_model_log(histories: list[list[dict]], path: str | Path, title: str = "
         curve = _mean_curve(histories, key)
         if curve is not None:
             ax.plot(*curve, label=key)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("degrees" if all(k.startswith("theta_deg") for k in keys) else "value")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.suptitle(title + " (mean over folds)", fontsize=10)
+    fig.suptitle(f"{title}: mean over folds" if title else "mean over folds", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -181,13 +195,29 @@ def _columns(rows: list[dict]) -> list[str]:
     return COLUMNS[:at] + [f"{kind}_{n}" for n in names for kind in ("UF1", "UAR")] + COLUMNS[at:]
 
 
-def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] | None = None) -> str:
-    """Render rows as an aligned text table, Markdown or CSV (text leaves out ``selection``).
+def _typed(cell: object) -> object:
+    """A table cell as a JSON value: numbers as numbers, anything else (``0.61 ± 0.02``, empty) as written."""
+    if isinstance(cell, str):
+        for kind in (int, float):
+            try:
+                return kind(cell)
+            except ValueError:
+                pass
+    return cell
 
-    ``columns`` defaults to :data:`COLUMNS` plus the rows' per-dataset columns.
+
+def format_table(rows: list[dict], fmt: str = "text", columns: Sequence[str] | None = None) -> str:
+    """Render rows as an aligned text table, Markdown (``md``), CSV or JSON (text leaves out ``selection``).
+
+    Every format holds the same rows and cells; JSON is a list of objects, one per row,
+    keyed by column, with numeric cells as numbers. ``columns`` defaults to
+    :data:`COLUMNS` plus the rows' per-dataset columns.
     """
-    if fmt not in table.FORMATS:
-        raise MertoolError(f"unknown table format {fmt!r}; use text, markdown or csv")
+    if fmt not in FORMATS:
+        raise MertoolError(f"unknown table format {fmt!r}; use {', '.join(FORMATS)}")
     columns = _columns(rows) if columns is None else list(columns)
+    if fmt == "json":
+        return json.dumps([{c: row.get(c, "") if c in _TEXT else _typed(row.get(c, "")) for c in columns}
+                           for row in rows], indent=2) + "\n"
     cols = [c for c in columns if c != "selection"] if fmt == "text" else columns
-    return table.format_table(rows, cols, fmt) + "\n"
+    return table.format_table(rows, cols, "markdown" if fmt == "md" else fmt) + "\n"

@@ -6,6 +6,11 @@ processes with ``jobs``), or, with ``fold_batch``, in stacked groups
 (:mod:`mertool.train.stacked`). Files go where :class:`~mertool.train.rundir.RunDir` says. A
 killed run continues from the last finished fold and the last epoch checkpoint (of the fold,
 or of its stacked group). :func:`train_seeds` runs the protocol once per seed.
+
+A run may be split into jobs (``folds`` / ``fold_index``, :func:`select_folds`): each trains
+its folds into the shared run directory, holding each fold's lock while it trains, and the
+job that finds every fold finished pools them into the run's outputs
+(:func:`collect_run` does it on demand), exactly as one whole run writes them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +27,11 @@ import torch
 
 from .. import __version__
 from ..device import resolve_device
-from ..errors import MertoolError
+from ..errors import MertoolError, UsageError
 from ..log import logger
 from ..models import count_parameters, create_model, get_entry
 from ..parallel import parallel_map
-from ..stages.stagefile import pipeline_of
+from ..stages.stagefile import pipeline_of, wait_for_lock
 from .augment import augment_for
 from .config import TrainConfig, identity, legacy_identity, resolve_recipe
 from .data import TrainData, load_train_data
@@ -49,15 +56,22 @@ class RunResult:
         In oracle mode, the ORACLE metrics (``metrics_ORACLE.json``; not an honest estimate).
     resumed : int
         Folds found finished in the directory (not trained again).
+    missing : tuple of str
+        Folds of the run still unfinished (other jobs' folds); the run is pooled, and
+        ``metrics`` filled, only once there are none.
     """
 
     path: Path
     metrics: dict
     oracle: dict | None = None
     resumed: int = 0
+    missing: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """The run's scores for the console (plus a line per source dataset when there are several, and ORACLE's)."""
+        if self.missing:
+            return (f"{self.path}: {len(self.missing)} fold(s) still to train ({', '.join(self.missing)}); the job that "
+                    f"finishes the last one pools the run (or: mertool train --collect {self.path})")
         m = self.metrics
         text = (
             f"{self.path}: UF1 {m['uf1']:.4f}  UAR {m['uar']:.4f}  acc {m['accuracy']:.4f}  "
@@ -159,17 +173,23 @@ def _worker_count(cfg: TrainConfig, device: torch.device, pending: int) -> int:
 
 
 def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, pending: int) -> int:
-    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto); 1 = train fold by fold."""
-    if cfg.fold_batch == 1 or pending < 2:
-        return 1
+    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto); 0 = train fold by fold.
+
+    An explicit ``fold_batch`` > 1 stacks even a lone fold (a group of one, as the last
+    group of a whole run may be), so a job training some of a run's groups computes what
+    the whole run computes.
+    """
+    if cfg.fold_batch == 1 or pending < (2 if cfg.fold_batch == 0 else 1):
+        return 0
     why = stack_refusal(cfg, device, len(data.classes))
     if why is not None:
         logger.info(f"{cfg.model}: training fold by fold, not stacked ({why})")
-        return 1
+        return 0
     if cfg.fold_batch == 0:
         X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
         size = auto_fold_batch(cfg, X, len(data.classes), device, pending)
         logger.info(f"{cfg.model}: fold batch auto = {size} (of {pending} folds to train)")
+        size = size if size > 1 else 0
     else:
         size = min(cfg.fold_batch, pending)
         if size < cfg.fold_batch:
@@ -181,7 +201,7 @@ def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, pending
 
 def _train_stacked(
     data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], group: list[int], cfg: TrainConfig,
-    device: torch.device,
+    device: torch.device, progress: bool = False,
 ) -> list[FoldResult]:
     """Train the folds ``group`` as one stack and publish each fold's files."""
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
@@ -189,7 +209,7 @@ def _train_stacked(
         fold_dirs[i].path.mkdir(parents=True, exist_ok=True)
     replicas = [Replica(folds[i], i, cfg.seed) for i in group]
     trainer = StackedTrainer(X, data.y, replicas, cfg, len(data.classes), device,
-                             fold_dirs[group[0]].stack_checkpoint, data.encoding)
+                             fold_dirs[group[0]].stack_checkpoint, data.encoding, progress)
     out = trainer.run()
     for i, (result, state) in sorted(zip(group, out), key=lambda x: x[0] == group[0]):  # the group's head last
         fold_dirs[i].publish(result, state)
@@ -198,14 +218,14 @@ def _train_stacked(
 
 def _train_groups(
     data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int], size: int, cfg: TrainConfig,
-    device: torch.device,
+    device: torch.device, progress: bool = False,
 ) -> dict[int, FoldResult]:
     """Train the folds ``pending`` in stacked groups of ``size``; a group out of memory is halved and retried."""
     queue, results = [pending[s : s + size] for s in range(0, len(pending), size)], {}
     while queue:
         group = queue.pop(0)
         try:
-            out = _train_stacked(data, folds, fold_dirs, group, cfg, device)
+            out = _train_stacked(data, folds, fold_dirs, group, cfg, device, progress)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise
@@ -220,20 +240,43 @@ def _train_groups(
     return results
 
 
+@contextmanager
+def _holding(fold_dirs: list[FoldDir], chosen: list[int]) -> Iterator[list[int]]:
+    """Lock the unfinished folds of ``chosen`` for this job; yields those still unfinished once locked.
+
+    A fold another job holds stops this one with one error line naming it (or, with
+    ``mertool --wait``, is waited for, and then found finished).
+    """
+    with ExitStack() as stack:
+        for i in chosen:
+            if not fold_dirs[i].result_file.exists():
+                stack.callback(fold_dirs[i].lock(wait_for_lock()).release)
+        yield [i for i in chosen if not fold_dirs[i].result_file.exists()]
+
+
 def _train_folds(
-    run: RunDir, features: str, data: TrainData, folds: list[Fold], cfg: TrainConfig, device: torch.device,
-    progress: bool,
-) -> tuple[list[FoldResult], int]:
-    """Every fold's result, training the unfinished ones; and how many were already finished."""
+    run: RunDir, features: str, data: TrainData, folds: list[Fold], chosen: list[int], cfg: TrainConfig,
+    device: torch.device, progress: bool,
+) -> int:
+    """Train the unfinished folds of ``chosen`` (indices into ``folds``); returns how many were already finished."""
     fold_dirs = [run.fold(f.name) for f in folds]
-    results = {i: r for i, d in enumerate(fold_dirs) if (r := d.read_result()) is not None}
-    pending = [i for i in range(len(folds)) if i not in results]
-    if results and pending:
-        logger.info(f"{run.path}: resuming, {len(results)} of {len(folds)} folds already done")
+    with _holding(fold_dirs, chosen) as pending:
+        done = len(chosen) - len(pending)
+        if done and pending:
+            logger.info(f"{run.path}: resuming, {done} of {len(chosen)} folds already done")
+        _train_pending(features, data, folds, fold_dirs, pending, cfg, device, progress)
+    return done
+
+
+def _train_pending(
+    features: str, data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int],
+    cfg: TrainConfig, device: torch.device, progress: bool,
+) -> None:
+    """Train the folds ``pending``: in stacked groups, or one by one (in worker processes with ``jobs``)."""
     size = _stack_size(cfg, device, data, len(pending))
-    if size > 1:
-        results.update(_train_groups(data, folds, fold_dirs, pending, size, cfg, device))
-        return [results[i] for i in range(len(folds))], len(folds) - len(pending)
+    if size:
+        _train_groups(data, folds, fold_dirs, pending, size, cfg, device, progress)
+        return
     jobs = _worker_count(cfg, device, len(pending))
     in_process = data if jobs == 1 else None  # folds run in this process: reuse the data in memory
     work = [  # an epoch bar per fold only in this process (parallel workers' bars would interleave)
@@ -241,11 +284,55 @@ def _train_folds(
                 progress and jobs == 1)
         for i in pending
     ]
-    names = {f.name: i for i, f in enumerate(folds)}
     for r in parallel_map(run_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit="fold"):
-        results[names[r.name]] = r
         logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} ({r.seconds:.1f} s)")
-    return [results[i] for i in range(len(folds))], len(folds) - len(pending)
+
+
+def select_folds(
+    folds: Sequence[Fold], names: Sequence[str] | None = None, part: tuple[int, int] | None = None, fold_batch: int = 1,
+) -> list[int]:
+    """The folds one job trains, as indices into ``folds`` (all of them when neither ``names`` nor ``part``).
+
+    Parameters
+    ----------
+    folds : sequence of Fold
+        The run's folds, in run order.
+    names : sequence of str, optional
+        Fold names (under LOSO, the test subjects), e.g. ``["sub01", "sub02"]``.
+    part : (int, int), optional
+        ``(i, n)``: the i-th (1-based) of n contiguous, near-equal slices of the run's
+        folds (sizes differ by at most one, the first slices the larger). With
+        ``fold_batch`` > 1 the slices are made of whole stacked groups of ``fold_batch``
+        consecutive folds, the groups one whole run trains, so the split run computes
+        what the whole run computes. A slice may be empty (more jobs than folds).
+    fold_batch : int
+        The run's ``fold_batch``.
+
+    Raises
+    ------
+    UsageError
+        Unknown fold names (listing the run's), both ``names`` and ``part``, or ``i`` not
+        in 1..n.
+    """
+    if names is not None and part is not None:
+        raise UsageError("give the folds to train once: --folds or --fold-index, not both")
+    if names is not None:
+        known = [f.name for f in folds]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise UsageError(f"unknown fold(s) {', '.join(unknown) or '(none given)'}; the run's folds are "
+                               f"{', '.join(known)}")
+        return [i for i, f in enumerate(folds) if f.name in set(names)]
+    if part is None:
+        return list(range(len(folds)))
+    i, n = part
+    if not 1 <= i <= n:
+        raise UsageError(f"fold index {i}/{n}: needs 1 <= I <= N")
+    size = max(fold_batch, 1)
+    units = [list(range(s, min(s + size, len(folds)))) for s in range(0, len(folds), size)]
+    share, extra = divmod(len(units), n)
+    start = (i - 1) * share + min(i - 1, extra)
+    return [f for unit in units[start : start + share + (i <= extra)] for f in unit]
 
 
 def _run_info(features: str, cfg: TrainConfig, data: TrainData, folds: list[Fold], n_params: int, prev: dict) -> dict:
@@ -278,6 +365,8 @@ def train_run(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    folds: Sequence[str] | None = None,
+    fold_index: tuple[int, int] | None = None,
 ) -> RunResult:
     """Cross-validate ``config.model`` on a features file and write the run directory.
 
@@ -295,43 +384,118 @@ def train_run(
     overwrite : bool
         Replace a run directory holding a different run.
     progress : bool
-        Show a progress bar over folds, and one over each fold's epochs when folds train in
-        this process one by one (not stacked, ``jobs`` 1 or a GPU).
+        Show a progress bar over folds, and one over the epochs of each fold (or stacked
+        group of folds) that trains in this process (``jobs`` 1, a GPU, or ``fold_batch``).
+    folds, fold_index : optional
+        Train only these folds (names), or only the ``(i, n)`` slice of the folds (see
+        :func:`select_folds`): one job of a run split into several, which may run at the
+        same time. The run is pooled when no fold is left unfinished.
 
     Returns
     -------
     RunResult
-        The run directory and its metrics (``metrics.json``, plus the ORACLE ones in oracle mode).
+        The run directory and its metrics (``metrics.json``, plus the ORACLE ones in oracle
+        mode); for a job that leaves other folds unfinished, no metrics and the ``missing`` folds.
 
     Raises
     ------
     MertoolError
         Bad options, features the model cannot read, a fold without training samples of
-        some class, or a run directory holding something else.
+        some class, a run directory holding something else, ``overwrite`` on a split run,
+        or a fold being trained by another job (unless ``mertool --wait``).
     """
     wall = time.perf_counter()
     cfg = resolve_recipe(config if config is not None else TrainConfig())
     device = resolve_device(cfg.device)
     features = str(features)
+    data, all_folds = _data_and_folds(features, cfg)
+    chosen = select_folds(all_folds, folds, fold_index, cfg.fold_batch)
+    if overwrite and (folds is not None or fold_index is not None):
+        raise UsageError("--overwrite would delete the folds other jobs train into the run; clear the run folder "
+                           "once before the jobs start, or choose another -o")
+    run = RunDir.of(out) if out is not None else RunDir.for_model(cfg.model, cfg.oracle)
+    n_params = count_parameters(create_model(cfg.model, num_classes=len(data.classes), **cfg.model_kwargs))
+    with run.locked():  # jobs sharing the run check its identity and write run.json one at a time
+        prev = run.prepare(identity(cfg, data.key), overwrite, also=(legacy_identity(cfg, data.key),))
+        run.write_info(_run_info(features, cfg, data, all_folds, n_params, prev))
+        run.write_config(cfg.to_dict())
+    resumed = _train_folds(run, features, data, all_folds, chosen, cfg, device, progress)
+    return _pool(run, data, all_folds, cfg, n_params, time.perf_counter() - wall, resumed)
+
+
+def _data_and_folds(features: str, cfg: TrainConfig) -> tuple[TrainData, list[Fold]]:
+    """The features as ``cfg.model`` reads them, and the run's folds (each checked to be trainable)."""
     data = _load(features, cfg)
     augment_for(cfg.augment, data.encoding)  # refuse an augmentation the data's encoding does not allow, before any fold
     folds = make_folds(data.subjects, cfg.scheme, cfg.k, cfg.test_subjects, cfg.val_fraction, cfg.seed)
     for fold in folds:
         check_fold(fold, data.y, data.classes, data.subjects)
-    run = RunDir.of(out) if out is not None else RunDir.for_model(cfg.model, cfg.oracle)
-    prev = run.prepare(identity(cfg, data.key), overwrite, also=(legacy_identity(cfg, data.key),))
-    n_params = count_parameters(create_model(cfg.model, num_classes=len(data.classes), **cfg.model_kwargs))
-    info = _run_info(features, cfg, data, folds, n_params, prev)
-    run.write_info(info)
-    run.write_config(cfg.to_dict())
-    results, resumed = _train_folds(run, features, data, folds, cfg, device, progress)
-    metrics = write_outputs(run, data, folds, results, cfg, n_params)
-    info.update(wall_seconds=info["wall_seconds"] + (time.perf_counter() - wall), status="done")
-    run.write_info(info)
-    metrics["wall_seconds"] = info["wall_seconds"]
-    oracle = metrics.pop("oracle", None)
-    run.write_metrics(metrics)
+    return data, folds
+
+
+def _pool(
+    run: RunDir, data: TrainData, folds: list[Fold], cfg: TrainConfig, n_params: int, seconds: float, resumed: int = 0,
+) -> RunResult:
+    """Add a job's ``seconds`` to the run's time and, once every fold is finished, write the run's outputs.
+
+    Holds the run's lock, so jobs finishing together pool one after the other (each
+    writes the same outputs from the same finished folds).
+    """
+    with run.locked():
+        info = run.info(fresh=True)
+        info["wall_seconds"] = info.get("wall_seconds", 0.0) + seconds
+        results = [run.fold(f.name).read_result() for f in folds]
+        missing = tuple(f.name for f, r in zip(folds, results) if r is None)
+        if missing:
+            run.write_info(info)
+            return RunResult(run.path, {}, None, resumed, missing)
+        metrics = write_outputs(run, data, folds, results, cfg, n_params)
+        info["status"] = "done"
+        run.write_info(info)
+        metrics["wall_seconds"] = info["wall_seconds"]
+        oracle = metrics.pop("oracle", None)
+        run.write_metrics(metrics)
     return RunResult(run.path, metrics, oracle, resumed)
+
+
+def collect_run(path: str | Path) -> RunResult | SeedsResult:
+    """Pool the finished folds of a run trained as separate jobs (``mertool train --collect``).
+
+    Writes what one whole run writes (metrics, predictions, folds table, plots). A folder
+    of a run over seeds (``seed_<s>/`` runs) is pooled seed by seed, then summarised.
+
+    Raises
+    ------
+    MertoolError
+        Not a run folder; the run's features file (as recorded in ``run.json``) missing or
+        changed since; unfinished folds, named.
+    """
+    root = Path(path)
+    if not RunDir(root).is_run and root.is_dir():
+        seed_dirs = sorted((d for d in root.glob("seed_*") if RunDir(d).is_run), key=lambda d: RunDir(d).info()["seed"])
+        if seed_dirs:
+            runs = [_collect_one(RunDir(d)) for d in seed_dirs]
+            return _seeds_result(root, [RunDir(d).info()["seed"] for d in seed_dirs], runs)
+    return _collect_one(RunDir(root))
+
+
+def _collect_one(run: RunDir) -> RunResult:
+    info = run.info()
+    cfg = resolve_recipe(TrainConfig(**run.config()))
+    source = info["inputs"][0]
+    if not Path(source["path"]).is_file():
+        raise MertoolError(f"{run.path}: its features file {source['path']} (run.json) not found; collect from the "
+                           "folder the jobs ran in")
+    data, folds = _data_and_folds(source["path"], cfg)
+    if data.key != source["key"] or [f.name for f in folds] != info["folds"]:
+        raise MertoolError(f"{source['path']}: changed since the run's jobs read it; its folds cannot be pooled")
+    result = _pool(run, data, folds, cfg, info["params"], 0.0, resumed=len(folds))
+    if result.missing:
+        raise MertoolError(
+            f"{run.path}: {len(result.missing)} of {len(folds)} folds unfinished: {', '.join(result.missing)}; "
+            f"train them (mertool train ... --folds {','.join(result.missing)}) and collect again"
+        )
+    return result
 
 
 def _fold_accuracy(r: FoldResult, y: np.ndarray, oracle: bool = False) -> float:
@@ -444,8 +608,15 @@ class SeedsResult:
     metrics: dict
     runs: list[RunResult]
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Unfinished folds, as ``seed_<s>/<fold>`` (none once every seed's run is pooled)."""
+        return tuple(f"{r.path.name}/{f}" for r in self.runs for f in r.missing)
+
     def summary(self) -> str:
         """Each metric as mean ± sd over seeds, then the per-seed values, for the console."""
+        if self.missing:
+            return "\n".join(r.summary() for r in self.runs)
         m = self.metrics
         text = f"{self.path}: {len(m['seeds'])} seeds ({', '.join(map(str, m['seeds']))}): " + "  ".join(
             f"{name} {m[k]:.4f} ± {m[k + '_sd']:.4f}" for k, name in (("uf1", "UF1"), ("uar", "UAR"), ("accuracy", "acc"))
@@ -457,13 +628,15 @@ class SeedsResult:
 
 def train_seeds(
     features: str | Path, out: str | Path | None, config: TrainConfig, seeds: list[int], *, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, folds: Sequence[str] | None = None, fold_index: tuple[int, int] | None = None,
 ) -> SeedsResult:
     """Run the protocol once per seed (``<out>/seed_<s>/``, each a run directory) and summarise over seeds.
 
     ``<out>/metrics.json`` holds each metric's mean and sample sd over seeds
     (:func:`~mertool.train.stacked.seed_summary`), the per-seed values, and the recipe
-    fields of the runs. Finished seeds are not trained again.
+    fields of the runs. Finished seeds are not trained again. With ``folds`` or
+    ``fold_index`` (see :func:`train_run`) each seed trains only those folds, and the
+    summary is written once every seed's run is pooled.
 
     Raises
     ------
@@ -479,9 +652,16 @@ def train_seeds(
         raise MertoolError(f"{root}: holds a single-seed run; choose another -o for a run over seeds")
     runs = [
         train_run(features, root / f"seed_{s}", dataclasses.replace(config, seed=s), overwrite=overwrite,
-                  progress=progress)
+                  progress=progress, folds=folds, fold_index=fold_index)
         for s in seeds
     ]
+    return _seeds_result(root, seeds, runs)
+
+
+def _seeds_result(root: Path, seeds: list[int], runs: list[RunResult]) -> SeedsResult:
+    """The summary over seeds (written to ``<root>/metrics.json``), once no seed's run has folds missing."""
+    if any(r.missing for r in runs):
+        return SeedsResult(root, {}, runs)
     first = runs[0].metrics
     metrics = {k: first[k] for k in ("model", "params", "scheme", "epochs", "selection", "n_folds", "n_samples")}
     metrics.update(seed_summary({s: r.metrics for s, r in zip(seeds, runs)}))

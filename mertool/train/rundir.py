@@ -15,6 +15,12 @@ Layout::
 
 A fold's folder holds ``result.json`` only once the fold is finished, so a killed run
 continues from the last finished fold (and that fold's last epoch checkpoint).
+
+Several jobs may write one run directory at once (``mertool train --folds`` /
+``--fold-index``, e.g. a SLURM array): a fold's folder is written only by the job holding
+its lock (``folds/<fold>.lock``), and the run-level files (``run.json``, ``config.yaml``,
+the pooled outputs) only under the run's lock (``<run>.lock`` beside the folder, see
+:meth:`RunDir.locked`); every file is written atomically.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import dataclasses
 import io
 import json
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +43,7 @@ from ..io import atomic_torch_save, atomic_write_text, safe_name
 if TYPE_CHECKING:  # only names: reading a run's files (report, predict) needs no torch
     import torch
 
+    from ..stages.stagefile import OutputLock
     from .fold import FoldResult
 
 ORACLE = "ORACLE"
@@ -81,6 +89,18 @@ class FoldDir:
     def result_file(self) -> Path:
         """The fold's :class:`FoldResult` (JSON); present only once the fold is finished."""
         return self.path / "result.json"
+
+    def lock(self, wait: bool = False) -> OutputLock:
+        """Hold the fold for this process while it trains (``folds/<fold>.lock``; release it when done).
+
+        Raises
+        ------
+        MertoolError
+            Another job holds the fold and ``wait`` is false, naming that job.
+        """
+        from ..stages.stagefile import OutputLock
+
+        return OutputLock(self.path, wait=wait)
 
     def read_result(self) -> FoldResult | None:
         """The finished fold's result, or None while it is unfinished."""
@@ -174,15 +194,15 @@ class RunDir:
         """Whether the folder holds a mertool run (finished or not)."""
         return self.run_json.is_file()
 
-    def info(self) -> dict:
-        """``run.json`` (read once).
+    def info(self, fresh: bool = False) -> dict:
+        """``run.json`` (read once; ``fresh`` reads it again, e.g. after another job wrote it).
 
         Raises
         ------
         MertoolError
             Not a run directory.
         """
-        if self._info is None:
+        if self._info is None or fresh:
             if not self.is_run:
                 raise MertoolError(f"{self.path}: not a mertool run directory (no run.json)")
             self._info = json.loads(self.run_json.read_text())
@@ -219,6 +239,25 @@ class RunDir:
         return json.loads(path.read_text()) if path.is_file() else None
 
     # -- writing ---------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run's lock (``<run>.lock`` beside the folder; waiting for another job) inside the block.
+
+        Jobs sharing the run hold it while they check the run's identity and write
+        ``run.json``/``config.yaml``, and while they pool the folds into the run's outputs.
+        """
+        from ..stages.stagefile import OutputLock
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MertoolError(f"{self.path.parent}: cannot create folder ({exc.strerror})") from None
+        lock = OutputLock(self.path.absolute(), wait=True)
+        try:
+            yield
+        finally:
+            lock.release()
+
     def prepare(self, identity: str, overwrite: bool = False, also: Sequence[str] = ()) -> dict:
         """Make the directory ready for the run ``identity``; returns the ``run.json`` being resumed ({} if none).
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from ..io import atomic_torch_save
+from ..log import logger, progress_bar
 from ..models import create_model, get_entry
 from .config import TrainConfig
 from .fold import FoldResult, FoldTrainer, _batches, fold_seed, model_hook
@@ -134,11 +135,14 @@ class StackedTrainer:
     checkpoint_path : path, optional
         The group's epoch checkpoint (every ``cfg.checkpoint_every`` epochs; resumed from
         when it exists and names the same replicas).
+    progress : bool
+        Show a bar over the group's epochs, with its ETA (:func:`mertool.log.progress_bar`).
     """
 
     def __init__(self, X, y, replicas: list[Replica], cfg: TrainConfig, num_classes: int, device: torch.device,
-                 checkpoint_path: Path | None = None, encoding: str | None = None) -> None:
+                 checkpoint_path: Path | None = None, encoding: str | None = None, progress: bool = False) -> None:
         self.cfg, self.device, self.replicas, self.checkpoint_path = cfg, device, replicas, checkpoint_path
+        self.progress = progress
         self.solo = [
             FoldTrainer(X, y, r.fold, r.index, dataclasses.replace(cfg, seed=r.seed, channels_last=False),
                         num_classes, device, None, encoding)
@@ -254,6 +258,14 @@ class StackedTrainer:
             t.gen.set_state(g.cpu())
         torch.set_rng_state(ck["rng"].cpu())
         self.histories, self.first_epoch = ck["histories"], ck["epoch"]
+        logger.info(f"resuming {self.name} from epoch {self.first_epoch + 1} "
+                    f"({self.first_epoch} of {self.cfg.epochs} done)")
+
+    @property
+    def name(self) -> str:
+        """The group as logs and the progress bar name it: ``fold s1`` or ``4 stacked folds s1..s4``."""
+        n, first, last = len(self.replicas), self.replicas[0].fold.name, self.replicas[-1].fold.name
+        return f"fold {first}" if n == 1 else f"{n} stacked folds {first}..{last}"
 
     def results(self, start: float) -> list[tuple[FoldResult, dict[str, torch.Tensor]]]:
         """Load each replica's weights into its model and predict its test fold once (FoldTrainer.result)."""
@@ -272,11 +284,19 @@ class StackedTrainer:
         start = time.perf_counter()
         self.setup()
         self.resume()
-        for epoch in range(self.first_epoch, self.cfg.epochs):
-            self.train_epoch(epoch)
-            last = epoch + 1 == self.cfg.epochs
-            if self.checkpoint_path is not None and not last and (epoch + 1) % self.cfg.checkpoint_every == 0:
-                atomic_torch_save(self._state(), self.checkpoint_path)
+        bar = progress_bar(total=self.cfg.epochs, initial=self.first_epoch, desc=self.name, unit="epoch",
+                           leave=False, progress=self.progress)
+        try:
+            for epoch in range(self.first_epoch, self.cfg.epochs):
+                self.train_epoch(epoch)
+                mean_loss = np.mean([h[-1]["train_loss"] for h in self.histories])
+                bar.set_postfix(loss=f"{mean_loss:.3f}", refresh=False)
+                bar.update()
+                last = epoch + 1 == self.cfg.epochs
+                if self.checkpoint_path is not None and not last and (epoch + 1) % self.cfg.checkpoint_every == 0:
+                    atomic_torch_save(self._state(), self.checkpoint_path)
+        finally:
+            bar.close()
         return self.results(start)
 
 
