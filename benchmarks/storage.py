@@ -114,6 +114,7 @@ def stacked_rows(src: Path, name: str, n: int, work: Path) -> list[str]:
     rows, base = [], sf.array(name)
     for compression in ("none", "lzf"):
         out = work / f"{name}-{compression}.h5"
+        out.unlink(missing_ok=True)
         writer = StageWriter(out, name, {"benchmark": "storage"}, compression=compression)
         ids = [f"s{i:04d}" for i in range(n)]
         for i, sid in enumerate(ids):

@@ -30,6 +30,7 @@ from ..device import resolve_device
 from ..errors import MertoolError, UsageError
 from ..log import logger
 from ..models import count_parameters, create_model, get_entry
+from ..cluster import scheduler
 from ..parallel import parallel_map
 from ..stages.stagefile import pipeline_of, wait_for_lock
 from .augment import augment_for
@@ -124,6 +125,38 @@ class FoldJob:
     progress: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class GroupJob:
+    """Folds to train as stacked groups of ``size`` (one task: in this process or a worker).
+
+    Attributes as :class:`FoldJob`, with ``folds`` (every fold of the run, so indices
+    seed as in a whole run), ``group`` (the indices to train) and ``fold_dirs`` (one per
+    fold of the run).
+    """
+
+    features: str
+    file_key: str
+    config: TrainConfig
+    folds: list[Fold]
+    group: list[int]
+    fold_dirs: list[FoldDir]
+    size: int
+    device: str
+    threads: int = 0
+    data: TrainData | None = None
+    progress: bool = False
+
+
+def run_group_job(job: GroupJob) -> list[FoldResult]:
+    """Train a group of folds stacked, and publish each fold's files (in-process or in a worker)."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    data = _job_data(job)
+    device = resolve_device(job.device)
+    results = _train_groups(data, job.folds, job.fold_dirs, job.group, job.size, job.config, device, job.progress)
+    return [results[i] for i in job.group]
+
+
 # Per worker process: the features file read once for every fold the process trains. Keyed
 # by the file's stage key too, since pooled workers outlive a run and files change; it holds
 # one entry. Only worker processes fill it (in-process jobs carry their data).
@@ -136,7 +169,10 @@ def _load(features: str, cfg: TrainConfig) -> TrainData:
     return load_train_data(features, entry.input, cfg.min_class_samples, cfg.model, entry.encoding)
 
 
-def _worker_data(job: FoldJob) -> TrainData:
+def _job_data(job: FoldJob | GroupJob) -> TrainData:
+    """The job's data: carried by an in-process job, read once per worker process otherwise."""
+    if job.data is not None:
+        return job.data
     cfg = job.config
     key = (job.features, job.file_key, cfg.model, cfg.min_class_samples)
     if key not in _WORKER_DATA:
@@ -152,7 +188,7 @@ def run_fold_job(job: FoldJob) -> FoldResult:
     """Train one fold and publish its files (runs in-process or in a worker)."""
     if job.threads:
         torch.set_num_threads(job.threads)
-    data = job.data if job.data is not None else _worker_data(job)
+    data = _job_data(job)
     device = resolve_device(job.device)
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
     job.fold_dir.path.mkdir(parents=True, exist_ok=True)
@@ -194,8 +230,6 @@ def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, pending
         size = min(cfg.fold_batch, pending)
         if size < cfg.fold_batch:
             logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {pending} folds to train")
-    if cfg.jobs != 1 and size > 1:
-        logger.info(f"{cfg.model}: stacked folds train in this process; jobs={cfg.jobs} not used")
     return size
 
 
@@ -234,9 +268,7 @@ def _train_groups(
                            f"{len(group) - half} (finished folds are kept)")
             queue[:0] = [group[:half], group[half:]]
             continue
-        for i, r in zip(group, out):
-            results[i] = r
-            logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} (stacked)")
+        results.update(zip(group, out))
     return results
 
 
@@ -272,20 +304,25 @@ def _train_pending(
     features: str, data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int],
     cfg: TrainConfig, device: torch.device, progress: bool,
 ) -> None:
-    """Train the folds ``pending``: in stacked groups, or one by one (in worker processes with ``jobs``)."""
+    """Train the folds ``pending``: in stacked groups, or one by one; the folds (or groups) of
+    one run go to worker processes with ``jobs`` > 1, and to the cluster with ``--scheduler``."""
     size = _stack_size(cfg, device, data, len(pending))
+    tasks = [pending[s : s + size] for s in range(0, len(pending), size)] if size else [[i] for i in pending]
+    jobs = _worker_count(cfg, device, len(tasks))
+    local = jobs == 1 and scheduler() is None
+    # in this process: reuse the data in memory, and an epoch bar (parallel workers' bars would interleave)
+    shared = {"device": str(device), "threads": 0 if local else 1, "data": data if local else None,
+              "progress": progress and local}
     if size:
-        _train_groups(data, folds, fold_dirs, pending, size, cfg, device, progress)
-        return
-    jobs = _worker_count(cfg, device, len(pending))
-    in_process = data if jobs == 1 else None  # folds run in this process: reuse the data in memory
-    work = [  # an epoch bar per fold only in this process (parallel workers' bars would interleave)
-        FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], str(device), 1 if jobs > 1 else 0, in_process,
-                progress and jobs == 1)
-        for i in pending
-    ]
-    for r in parallel_map(run_fold_job, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit="fold"):
-        logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} ({r.seconds:.1f} s)")
+        work = [GroupJob(features, data.key, cfg, folds, group, fold_dirs, size, **shared) for group in tasks]
+        run, unit = run_group_job, "group"
+    else:
+        work = [FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], **shared) for [i] in tasks]
+        run, unit = run_fold_job, "fold"
+    for out in parallel_map(run, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit=unit):
+        for r in out if size else [out]:
+            how = "stacked" if size else f"{r.seconds:.1f} s"
+            logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} ({how})")
 
 
 def select_folds(
