@@ -28,6 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import MertoolError
+from .log import logger
 from .synth import SynthConfig
 
 # Default set: 12 subjects x 3 classes x 4 clips = 144 clips of 30 frames (LOSO: 12 folds).
@@ -36,6 +37,21 @@ QUICK = SynthConfig(subjects=6, per_class=2, frames=16)
 # Epochs and batch size per LOSO fold: enough optimiser steps for the small quick set too.
 EPOCHS = {"full": 20, "quick": 30}
 BATCH = {"full": 32, "quick": 16}
+#: A recipe this many times longer than the demo's epoch budget will likely not learn in it.
+SHORT_BUDGET = 20
+
+
+def _warn_if_short(model: str, epochs: int) -> None:
+    """Say so when the demo's epoch budget is far shorter than the model's published recipe
+    (e.g. STSTNet: 800 epochs at lr 5e-5 learns nothing in 20), and what to use instead."""
+    from .train.config import TrainConfig, resolve_recipe
+
+    recipe = resolve_recipe(TrainConfig(model=model))
+    if recipe.epochs and recipe.epochs >= SHORT_BUDGET * epochs:
+        logger.warning(
+            f"{model}'s recipe trains {recipe.epochs} epochs at lr {recipe.lr:g}; the demo's {epochs} will likely "
+            f"learn little: pass --epochs {recipe.epochs}, or try a short-schedule model (ststnet-fast, offtanet)"
+        )
 
 
 @dataclasses.dataclass
@@ -100,6 +116,7 @@ def demo_steps(
     recipe = plan_features(model)
     samples, features = work / "samples.csv", work / recipe[-1].output
     train_cfg = TrainConfig.resolve(model=model, epochs=epochs, batch_size=BATCH[mode], seed=0, device=device, jobs=jobs)
+    _warn_if_short(model, epochs)
 
     inputs = {"aligned": work / recipe[0].output, "apexes": work / recipe[1].output}
 

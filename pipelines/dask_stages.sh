@@ -12,7 +12,9 @@
 #   --scheduler-file`) whose workers see SAMPLES_CSV, the clips and WORK under the same
 #   paths (a shared file system; start them in this folder or give absolute paths).
 #   Without SCHEDULER, a scheduler and WORKERS local workers are started here.
-#   Env: WORKERS (local workers, default: all cores), APEX_METHOD, PREVIEWS (see lib/recipe.bash).
+#   Env: WORKERS (local workers, default: all cores), APEX_METHOD, PREVIEWS (see lib/recipe.bash);
+#   TRAIN=1 also trains MODEL's LOSO on the cluster (one fold, or one stacked fold group, per
+#   task) into WORK/run.
 #   Needs `pip install "mertool[dask]"`.
 # Re-running resumes: every stage decides itself what is up to date (stage files are keyed).
 set -euo pipefail
@@ -48,4 +50,8 @@ fi
 
 export MERTOOL_SCHEDULER=$SCHEDULER  # what `mertool --scheduler $SCHEDULER` sets, for every verb below
 make_features "$MODEL" "$WORK" "$SAMPLES"
-echo "features: $FEATURES   (next: mertool train $FEATURES --model $MODEL)"
+if [ "${TRAIN:-0}" = 1 ]; then
+  mertool train "$FEATURES" --model "$MODEL" -o "$WORK/run" --jobs "${WORKERS:-$(nproc)}"
+else
+  echo "features: $FEATURES   (next: mertool train $FEATURES --model $MODEL, or TRAIN=1)"
+fi

@@ -192,15 +192,16 @@ def _predictions(run: Path) -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_fold_jobs_on_the_cluster_match_a_local_run(tmp_path, on_cluster, monkeypatch):
+@pytest.mark.parametrize("fold_batch, tasks", [(1, 3), (2, 2)])  # folds one by one; stacked groups of 2 + 1
+def test_fold_jobs_on_the_cluster_match_a_local_run(tmp_path, on_cluster, monkeypatch, fold_batch, tasks):
     from train_fixtures import synthetic_flow, write_flow_h5
 
     x, labels, subjects = synthetic_flow(n_subjects=3, per_subject=6, size=28)
     path = write_flow_h5(tmp_path / "f28.h5", x, labels, subjects)
     base = ["train", str(path), "--model", "ststnet-fast", "--epochs", "2", "-q", "--device", "cpu",
-            "--fold-batch", "1", "--jobs", "2"]
+            "--fold-batch", str(fold_batch), "--jobs", "2"]
     ran = _tasks_run(on_cluster, lambda: cli([*base, "-o", str(tmp_path / "dask")]))
-    assert ran == 3
+    assert ran == tasks
     monkeypatch.delenv(cluster.SCHEDULER_ENV)
     assert cli([*base, "-o", str(tmp_path / "local")]) == 0
     assert _predictions(tmp_path / "dask") == _predictions(tmp_path / "local")

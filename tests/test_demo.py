@@ -166,3 +166,10 @@ def test_mertool_demo_quick_end_to_end(tmp_path, capsys):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "work").glob("*.h5")}
     assert cli(["demo", "--quick", "-o", str(out)]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "work").glob("*.h5")} == stamps
+
+
+@pytest.mark.parametrize("model, warned", [("ststnet", True), ("offapexnet", True), ("offtanet", False),
+                                           ("ststnet-fast", False)])
+def test_demo_warns_when_its_budget_is_far_below_the_model_recipe(tmp_path, caplog, model, warned):
+    demo_steps(tmp_path, model=model)
+    assert ("will likely learn little" in caplog.text) == warned, caplog.text

@@ -154,6 +154,17 @@ def test_cli_fold_batch_matches_fold_by_fold_and_clamps(tmp_path, capsys):
     assert not list((tmp_path / "st").rglob("*checkpoint*"))
 
 
+def test_stacked_groups_in_worker_processes_match_groups_in_this_process(tmp_path, capsys):
+    """`--fold-batch 2 --jobs 2`: each group of 2 folds trains in a worker, as in this process."""
+    flow = _flow28(tmp_path)
+    base = ["train", str(flow), "--model", "ststnet-fast", "--epochs", "3", "-q", "--device", "cpu", "--fold-batch", "2"]
+    assert cli([*base, "-o", str(tmp_path / "here")]) == 0
+    capsys.readouterr()
+    assert cli([*base, "-o", str(tmp_path / "workers"), "--jobs", "2"]) == 0
+    assert capsys.readouterr().err.count("(stacked)") == 4
+    np.testing.assert_allclose(_probs(tmp_path / "workers"), _probs(tmp_path / "here"), atol=1e-4)
+
+
 def test_cli_fold_batch_falls_back_for_oracle(tmp_path, capsys):
     flow = _flow28(tmp_path)
     assert cli(["train", str(flow), "--model", "ststnet-fast", "--epochs", "2", "-q", "--device", "cpu",
