@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _emit import emit  # benchmarks/ is sys.path[0] when a script here runs
 from mertool.samples import read_samples
 from mertool.stages.align import AlignConfig, run_align
 from mertool.stages.index import run_index
@@ -69,10 +70,7 @@ def main() -> None:
             cfg = SynthConfig(subjects=subjects, per_class=per_class, apex_at=apex_at, seed=seed)
             lines += evaluate_set(work, name, cfg, args.size, args.jobs)
     lines.append(f"\n{time.time() - start:.0f} s, load average {os.getloadavg()[0]:.1f} at the end")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from _emit import emit  # benchmarks/ is sys.path[0] when a script here runs
 from mertool.preprocess import spotting
 from mertool.stages.index import run_index
 from mertool.stages.spot import SpotConfig, evaluate_spots, run_spot
@@ -131,10 +132,7 @@ def main() -> None:
         lines += ["", "| what | frames/s (wall) | frames/s per CPU-second |", "|---|---|---|", *method_throughput()]
         lines += ["", "| what | video frames/s (wall) | analysed frames/s |", "|---|---|---|", *stage_throughput(work, seeds[0], size, args.jobs)]
         lines.append(f"\nload average {os.getloadavg()[0]:.1f} at the end")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _emit import emit  # benchmarks/ is sys.path[0] when a script here runs
 from mertool.cli.main import cli
 from mertool.stages.stagefile import StageWriter, open_stage
 
@@ -172,10 +173,7 @@ def main() -> None:
     lines += ["", "| stacked array | compression | MB | ratio | `array()` read s |", "|---|---|---|---|---|"]
     lines += stacked_rows(work / "flow.h5", "flow", args.stacked, work)
     lines += stacked_rows(work / "dynimg.h5", "dynimg", args.stacked, work)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":
