@@ -30,7 +30,7 @@ def flow_file(tmp_path: Path) -> Path:
 
 
 def test_identity_is_the_computed_fields_only():
-    execution = {"device", "jobs", "checkpoint_every", "channels_last"}
+    execution = {"device", "devices", "jobs", "checkpoint_every", "channels_last"}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(IDENTITY_KEYS) == fields - execution  # a new field must be classified here
     cfg = resolve_recipe(TrainConfig(model="tinyflow", device="cpu", seed=3))

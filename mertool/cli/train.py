@@ -39,6 +39,8 @@ def train(
     min_class_samples: Optional[int] = typer.Option(None, "--min-class-samples", help="Drop classes with fewer samples [default: 0 = keep all]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [default: 0]."),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N [default: auto]."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices, e.g. cuda:0,cuda:1: one worker process per device, each taking the next fold (or stacked group) when free; cpu may repeat. Instead of --device and --jobs."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="auto (the GPU's mixed precision, bf16 where supported, else fp16; none on CPU) | bf16 (bf16 autocast on every device, CPU too) | off [default: auto]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Folds trained in parallel processes on CPU (-1 = all cores) [default: 1]."),
     fold_batch: Optional[str] = typer.Option(None, "--fold-batch", help="Folds trained as one stacked computation: N, or auto (as many as fit memory); flow models without early stopping/ORACLE [default: 1 = fold by fold]."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: the protocol once per seed (<out>/seed_<s>/), metrics as mean ± sd over seeds."),
@@ -79,6 +81,10 @@ def train(
     )
     if fold_batch is not None:
         overrides["fold_batch"] = _fold_batch(fold_batch)
+    if devices is not None:
+        overrides["devices"] = [d.strip() for d in devices.split(",")]
+    if amp is not None:
+        overrides["amp"] = _amp(amp)
     cfg = TrainConfig.resolve(config, **overrides)
     split = dict(folds=_fold_names(folds) if folds is not None else None,
                  fold_index=_fold_index(fold_index) if fold_index is not None else None)
@@ -137,6 +143,14 @@ def _fold_batch(text: str) -> int:
     if value < 1:
         raise UsageError(f"--fold-batch must be a positive integer or auto, got {text!r}")
     return value
+
+
+def _amp(text: str) -> bool | str:
+    """``--amp auto|bf16|off``: the config's ``amp`` (True, "bf16", False)."""
+    modes = {"auto": True, "bf16": "bf16", "off": False}
+    if text.strip().lower() not in modes:
+        raise UsageError(f"--amp must be one of {', '.join(modes)}, got {text!r}")
+    return modes[text.strip().lower()]
 
 
 def _seeds(text: str) -> list[int]:

@@ -34,6 +34,9 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "shuffle": True,
 }
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: ``amp`` values: True (mixed precision on a GPU, bf16 where supported, else fp16 with a
+#: gradient scaler; none on CPU), False (fp32), "bf16" (bf16 autocast on every device).
+AMP_MODES = (True, False, "bf16")
 
 
 @dataclasses.dataclass
@@ -67,9 +70,10 @@ class TrainConfig(StageConfig):
     min_class_samples: int = 0  # drop classes with fewer samples
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # mixed precision on GPU
+    amp: bool | str = True  # True: the GPU's mixed precision (bf16, else fp16), none on CPU | False | "bf16": bf16 autocast on every device
     channels_last: bool = True  # NHWC convolutions (~1.5x faster training of small CNNs on CPU)
     jobs: int = 1  # folds trained in parallel worker processes (CPU)
+    devices: list = dataclasses.field(default_factory=list)  # e.g. ["cuda:0", "cuda:1"]: one worker process per device (train.devices)
     fold_batch: int = 1  # folds trained as one stacked computation (1 = fold by fold, 0 = auto; see train.stacked)
     checkpoint_every: int = 5  # epochs between resumable checkpoints
     weights: str | None = None  # initial weights (state_dict) for every fold
@@ -96,6 +100,10 @@ class TrainConfig(StageConfig):
             raise MertoolError("oracle and early_stopping exclude each other (oracle reports the fixed budget's epochs)")
         if self.jobs == 0 or self.jobs < -1:
             raise MertoolError(f"jobs must be >= 1 or -1 (all cores), got {self.jobs}")
+        if self.amp not in AMP_MODES:
+            raise MertoolError(f"amp must be true (the GPU's mixed precision), false or bf16, got {self.amp!r}")
+        if self.devices and (self.jobs != 1 or self.device != "auto"):
+            raise MertoolError("devices gives one worker process per device: leave device (auto) and jobs (1) unset")
         if not isinstance(self.fold_batch, int) or self.fold_batch < 0:
             raise MertoolError(f"fold_batch must be a positive integer or 0 (auto), got {self.fold_batch!r}")
         if not isinstance(self.accumulate, int) or self.accumulate < 1:
@@ -105,7 +113,7 @@ class TrainConfig(StageConfig):
 
 
 #: The fields that decide what a run computes (recipe, protocol, model). Every other
-#: field (device, jobs, checkpoint_every, channels_last) only says how it is executed, so
+#: field (device, devices, jobs, checkpoint_every, channels_last) only says how it is executed, so
 #: a run directory resumes whatever their values.
 IDENTITY_KEYS = (
     "model", "scheme", "k", "test_subjects", "epochs", "batch_size", "lr", "optimizer", "weight_decay",

@@ -31,6 +31,7 @@ from ..log import logger, progress_bar
 from ..models import create_model
 from .augment import augment_for
 from .config import TrainConfig
+from .devices import amp_mode
 from .loso import Fold
 
 
@@ -245,8 +246,7 @@ class FoldTrainer:
             else None
         )
         self.augment = augment_for(cfg.augment, self.encoding)
-        self.use_amp = cfg.amp and device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.use_amp, self.amp_dtype = amp_mode(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.y_t = torch.as_tensor(self.y, dtype=torch.long)
         self.y_dev = self.y_t.to(device)

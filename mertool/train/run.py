@@ -1,8 +1,9 @@
 """A whole cross-validated run: folds, resume, outputs (``mertool train``).
 
 :func:`train_run` resolves the config once, splits the data, and hands each unfinished
-fold to :func:`run_fold_job` as a :class:`FoldJob` (in this process, or in worker
-processes with ``jobs``), or, with ``fold_batch``, in stacked groups
+fold to :func:`run_fold_job` as a :class:`FoldJob` (in this process, in worker processes
+with ``jobs``, or in one worker process per device with ``devices``), or, with
+``fold_batch``, in stacked groups
 (:mod:`mertool.train.stacked`). Files go where :class:`~mertool.train.rundir.RunDir` says. A
 killed run continues from the last finished fold and the last epoch checkpoint (of the fold,
 or of its stacked group). :func:`train_seeds` runs the protocol once per seed.
@@ -36,6 +37,7 @@ from ..stages.stagefile import pipeline_of, wait_for_lock
 from .augment import augment_for
 from .config import TrainConfig, identity, legacy_identity, resolve_recipe
 from .data import TrainData, load_train_data
+from .devices import amp_mode, check_devices, device_map
 from .fold import FoldResult, FoldTrainer, check_fold
 from .loso import Fold, make_folds
 from .metrics import compute_metrics
@@ -305,10 +307,12 @@ def _train_pending(
     cfg: TrainConfig, device: torch.device, progress: bool,
 ) -> None:
     """Train the folds ``pending``: in stacked groups, or one by one; the folds (or groups) of
-    one run go to worker processes with ``jobs`` > 1, and to the cluster with ``--scheduler``."""
+    one run go to worker processes with ``jobs`` > 1, to one worker process per device with
+    ``devices`` (:func:`~mertool.train.devices.device_map`), and to the cluster with ``--scheduler``."""
     size = _stack_size(cfg, device, data, len(pending))
     tasks = [pending[s : s + size] for s in range(0, len(pending), size)] if size else [[i] for i in pending]
-    jobs = _worker_count(cfg, device, len(tasks))
+    devices = check_devices(cfg.devices) if len(cfg.devices) > 1 else []
+    jobs = len(devices) or _worker_count(cfg, device, len(tasks))
     local = jobs == 1 and scheduler() is None
     # in this process: reuse the data in memory, and an epoch bar (parallel workers' bars would interleave)
     shared = {"device": str(device), "threads": 0 if local else 1, "data": data if local else None,
@@ -319,7 +323,13 @@ def _train_pending(
     else:
         work = [FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], **shared) for [i] in tasks]
         run, unit = run_fold_job, "fold"
-    for out in parallel_map(run, work, jobs=jobs, desc=f"train {cfg.model}", progress=progress, unit=unit):
+    show = {"desc": f"train {cfg.model}", "progress": progress, "unit": unit}
+    if devices:  # one worker process per device, each taking the next task when free
+        threads = max(1, (os.cpu_count() or 1) // len(devices))
+        results = device_map(run, work, devices, threads=threads, **show)
+    else:
+        results = parallel_map(run, work, jobs=jobs, **show)
+    for out in results:
         for r in out if size else [out]:
             how = "stacked" if size else f"{r.seconds:.1f} s"
             logger.info(f"fold {r.name}: {r.epochs_run} epochs, test acc {_fold_accuracy(r, data.y):.3f} ({how})")
@@ -443,7 +453,7 @@ def train_run(
     """
     wall = time.perf_counter()
     cfg = resolve_recipe(config if config is not None else TrainConfig())
-    device = resolve_device(cfg.device)
+    device = _run_device(cfg)
     features = str(features)
     data, all_folds = _data_and_folds(features, cfg)
     chosen = select_folds(all_folds, folds, fold_index, cfg.fold_batch)
@@ -458,6 +468,25 @@ def train_run(
         run.write_config(cfg.to_dict())
     resumed = _train_folds(run, features, data, all_folds, chosen, cfg, device, progress)
     return _pool(run, data, all_folds, cfg, n_params, time.perf_counter() - wall, resumed)
+
+
+def _run_device(cfg: TrainConfig) -> torch.device:
+    """The device the run is planned for (``device``, or the first of ``devices``), once every
+    device and the ``amp`` mode on it are checked, before any work.
+
+    Raises
+    ------
+    UsageError
+        A device that does not exist or cannot be listed (:func:`~mertool.train.devices.check_devices`),
+        ``devices`` with ``--scheduler``, or ``amp`` a device does not support.
+    """
+    if cfg.devices and scheduler() is not None:
+        raise UsageError("--devices places folds on this machine's devices; with --scheduler the cluster's workers "
+                         "train them: give one of the two")
+    devices = check_devices(cfg.devices) if cfg.devices else [resolve_device(cfg.device)]
+    for device in devices:
+        amp_mode(cfg.amp, device)
+    return devices[0]
 
 
 def _data_and_folds(features: str, cfg: TrainConfig) -> tuple[TrainData, list[Fold]]:

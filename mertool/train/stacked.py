@@ -17,12 +17,15 @@ replica sees exactly its own batches, and BatchNorm statistics never mix in padd
 Dropout draws come from one generator per replica group (``vmap(randomness="different")``):
 runs are reproducible from the seed and the replica grouping (``--fold-batch``), but the
 draws differ from the sequential engine's. Early stopping, validation splits, ORACLE
-bookkeeping, gradient accumulation, AMP and models with :class:`~mertool.train.fold.ModelHooks`
-training hooks run sequentially only (:func:`stack_refusal` says why).
+bookkeeping, gradient accumulation, fp16 AMP (it needs a gradient scaler; bf16 autocast --
+``amp: bf16``, or a GPU's default AMP where the GPU supports bf16 -- runs stacked) and models
+with :class:`~mertool.train.fold.ModelHooks` training hooks run sequentially only
+(:func:`stack_refusal` says why).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -31,12 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from ..io import atomic_torch_save
 from ..log import logger, progress_bar
 from ..models import create_model, get_entry
 from .config import TrainConfig
+from .devices import amp_mode
 from .fold import FoldResult, FoldTrainer, _batches, fold_seed, model_hook
 from .loso import Fold
 
@@ -55,7 +60,7 @@ def stack_refusal(cfg: TrainConfig, device: torch.device, num_classes: int) -> s
         "a validation split": cfg.val_fraction > 0,
         "ORACLE bookkeeping": cfg.oracle,
         "gradient accumulation": cfg.accumulate != 1,
-        "AMP on the GPU": cfg.amp and device.type == "cuda",
+        "fp16 AMP (a gradient scaler)": amp_mode(cfg.amp, device) == (True, torch.float16),
     }
     found = [r for r, hit in reasons.items() if hit]
     if not found:
@@ -88,6 +93,20 @@ def auto_fold_batch(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: i
     else:
         free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return int(max(1, min(most, share * free // per_replica)))
+
+
+def _fp32_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose BatchNorm layers take float32 input, for vmapped autocast.
+
+    Under ``vmap`` BatchNorm refuses a bf16 input with float32 statistics (outside it the
+    kernel mixes them); a BatchNorm input in float32 computes what the mixed kernel
+    computes, and the next layer's autocast casts the output back to bf16.
+    """
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(lambda _, args: tuple(a.float() for a in args))
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +174,7 @@ class StackedTrainer:
         """Set every replica up as its fold alone would be, then stack parameters and state."""
         for t in self.solo:
             t.setup()
-        self.template = self.solo[0].model
+        self.template = _fp32_batchnorm(self.solo[0].model) if self.solo[0].use_amp else self.solo[0].model
         params, buffers = stack_module_state([t.model for t in self.solo])
         self.params = {k: v.detach() for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
@@ -172,11 +191,12 @@ class StackedTrainer:
         self._grad = vmap(grad(self._loss, has_aux=True), randomness="different")
 
     def _loss(self, params, buffers, batch, target, weight):
-        out = functional_call(self.template, (params, buffers), (), batch)
-        logits, aux = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
-        loss = F.cross_entropy(logits, target, weight=weight)
-        if aux is not None:
-            loss = loss + aux
+        with self.solo[0]._autocast():  # the config's autocast (amp), as FoldTrainer runs the forward pass
+            out = functional_call(self.template, (params, buffers), (), batch)
+            logits, aux = (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+            loss = F.cross_entropy(logits.float(), target, weight=weight)
+            if aux is not None:
+                loss = loss + aux.float()
         return loss, (loss.detach(), logits.detach())
 
     def lr(self, epoch: int) -> float:
