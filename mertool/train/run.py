@@ -6,7 +6,9 @@ with ``jobs``, or in one worker process per device with ``devices``), or, with
 ``fold_batch``, in stacked groups
 (:mod:`mertool.train.stacked`). Files go where :class:`~mertool.train.rundir.RunDir` says. A
 killed run continues from the last finished fold and the last epoch checkpoint (of the fold,
-or of its stacked group). :func:`train_seeds` runs the protocol once per seed.
+or of its stacked group). :func:`train_seeds` runs the protocol once per seed, each seed
+in its own run directory; the seeds train together, and with stacking the replicas of all
+seeds of a fold group share one stack (when the model draws no random numbers in training).
 
 A run may be split into jobs (``folds`` / ``fold_index``, :func:`select_folds`): each trains
 its folds into the shared run directory, holding each fold's lock while it trains, and the
@@ -42,7 +44,7 @@ from .fold import FoldResult, FoldTrainer, check_fold
 from .loso import Fold, make_folds
 from .metrics import compute_metrics
 from .rundir import ORACLE, FoldDir, RunDir
-from .stacked import Replica, StackedTrainer, auto_fold_batch, seed_summary, stack_refusal
+from .stacked import Replica, StackedTrainer, auto_fold_batch, draws_random, seed_summary, stack_refusal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,21 +130,30 @@ class FoldJob:
 
 
 @dataclasses.dataclass(frozen=True)
-class GroupJob:
-    """Folds to train as stacked groups of ``size`` (one task: in this process or a worker).
+class Lane:
+    """One seed's run in a training call: every fold of the run (so indices seed as in a whole
+    run), one :class:`~mertool.train.rundir.FoldDir` per fold, and the indices still to train."""
 
-    Attributes as :class:`FoldJob`, with ``folds`` (every fold of the run, so indices
-    seed as in a whole run), ``group`` (the indices to train) and ``fold_dirs`` (one per
-    fold of the run).
+    seed: int
+    folds: list[Fold]
+    fold_dirs: list[FoldDir]
+    pending: list[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupJob:
+    """Replicas to train as one stacked group (one task: in this process or a worker).
+
+    Attributes as :class:`FoldJob`, with ``lanes`` (the seeds' runs) and ``group``, the
+    replicas as ``(lane, fold index)`` pairs; ``config`` is the runs' shared config (each
+    replica takes its lane's seed).
     """
 
     features: str
     file_key: str
     config: TrainConfig
-    folds: list[Fold]
-    group: list[int]
-    fold_dirs: list[FoldDir]
-    size: int
+    lanes: list[Lane]
+    group: list[tuple[int, int]]
     device: str
     threads: int = 0
     data: TrainData | None = None
@@ -150,13 +161,13 @@ class GroupJob:
 
 
 def run_group_job(job: GroupJob) -> list[FoldResult]:
-    """Train a group of folds stacked, and publish each fold's files (in-process or in a worker)."""
+    """Train a group of replicas stacked, and publish each fold's files (in-process or in a worker)."""
     if job.threads:
         torch.set_num_threads(job.threads)
     data = _job_data(job)
     device = resolve_device(job.device)
-    results = _train_groups(data, job.folds, job.fold_dirs, job.group, job.size, job.config, device, job.progress)
-    return [results[i] for i in job.group]
+    results = _train_groups(data, job.lanes, [job.group], job.config, device, job.progress)
+    return [results[r] for r in job.group]
 
 
 # Per worker process: the features file read once for every fold the process trains. Keyed
@@ -210,63 +221,92 @@ def _worker_count(cfg: TrainConfig, device: torch.device, pending: int) -> int:
     return min(jobs, max(pending, 1))
 
 
-def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, pending: int) -> int:
-    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto); 0 = train fold by fold.
+def _stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: list[Lane]) -> tuple[int, bool]:
+    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto; 0 back = train fold by
+    fold), and whether the seeds' replicas of a fold group share one stack.
 
     An explicit ``fold_batch`` > 1 stacks even a lone fold (a group of one, as the last
     group of a whole run may be), so a job training some of a run's groups computes what
-    the whole run computes.
+    the whole run computes. Seeds share a stack only when the model draws no random
+    numbers in training (:func:`~mertool.train.stacked.draws_random`): then each seed's
+    results do not depend on the stack, else each seed is stacked on its own.
     """
-    if cfg.fold_batch == 1 or pending < (2 if cfg.fold_batch == 0 else 1):
-        return 0
+    folds = len({i for lane in lanes for i in lane.pending})
+    replicas = sum(len(lane.pending) for lane in lanes)
+    if cfg.fold_batch == 1 or replicas < (2 if cfg.fold_batch == 0 else 1):
+        return 0, False
     why = stack_refusal(cfg, device, len(data.classes))
     if why is not None:
         logger.info(f"{cfg.model}: training fold by fold, not stacked ({why})")
-        return 0
+        return 0, False
+    X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
+    mix = len(lanes) > 1 and not draws_random(cfg, X, len(data.classes))
+    if len(lanes) > 1:
+        logger.info(f"{cfg.model}: " + ("the seeds' replicas of each fold group train in one stack" if mix else
+                    "each seed stacked on its own (the model draws random numbers in training, e.g. dropout, "
+                    "which depend on the stack)"))
+    per_fold = len(lanes) if mix else 1
     if cfg.fold_batch == 0:
-        X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
-        size = auto_fold_batch(cfg, X, len(data.classes), device, pending)
-        logger.info(f"{cfg.model}: fold batch auto = {size} (of {pending} folds to train)")
-        size = size if size > 1 else 0
+        fit = auto_fold_batch(cfg, X, len(data.classes), device, folds * per_fold)
+        size = max(1, fit // per_fold) if fit > 1 else 0
+        logger.info(f"{cfg.model}: fold batch auto = {size} (of {folds} folds to train)")
+        size = size if size > 1 or mix else 0
     else:
-        size = min(cfg.fold_batch, pending)
+        size = min(cfg.fold_batch, folds)
         if size < cfg.fold_batch:
-            logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {pending} folds to train")
-    return size
+            logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {folds} folds to train")
+    return size, mix
+
+
+def _stack_groups(lanes: list[Lane], size: int, mix: bool) -> list[list[tuple[int, int]]]:
+    """The tasks: each a list of ``(lane, fold index)`` replicas; the pending folds in groups of
+    ``size`` consecutive ones (each replica alone when ``size`` is 0), all lanes' replicas of a
+    group together when ``mix``, else each lane's apart."""
+    if not size:
+        return [[(lane, i)] for lane, run in enumerate(lanes) for i in run.pending]
+    tasks = []
+    for members in [list(range(len(lanes)))] if mix else [[lane] for lane in range(len(lanes))]:
+        folds = sorted({i for lane in members for i in lanes[lane].pending})
+        for s in range(0, len(folds), size):
+            chunk = set(folds[s : s + size])
+            tasks.append([(lane, i) for lane in members for i in lanes[lane].pending if i in chunk])
+    return tasks
 
 
 def _train_stacked(
-    data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], group: list[int], cfg: TrainConfig,
-    device: torch.device, progress: bool = False,
+    data: TrainData, lanes: list[Lane], group: list[tuple[int, int]], cfg: TrainConfig, device: torch.device,
+    progress: bool = False,
 ) -> list[FoldResult]:
-    """Train the folds ``group`` as one stack and publish each fold's files."""
+    """Train the replicas ``group`` (``(lane, fold index)`` pairs) as one stack and publish each fold's files."""
     X = {k: torch.from_numpy(v).to(device) for k, v in data.inputs.items()}
-    for i in group:
-        fold_dirs[i].path.mkdir(parents=True, exist_ok=True)
-    replicas = [Replica(folds[i], i, cfg.seed) for i in group]
-    trainer = StackedTrainer(X, data.y, replicas, cfg, len(data.classes), device,
-                             fold_dirs[group[0]].stack_checkpoint, data.encoding, progress)
+    for lane, i in group:
+        lanes[lane].fold_dirs[i].path.mkdir(parents=True, exist_ok=True)
+    replicas = [Replica(lanes[lane].folds[i], i, lanes[lane].seed) for lane, i in group]
+    head = lanes[group[0][0]].fold_dirs[group[0][1]]
+    trainer = StackedTrainer(X, data.y, replicas, cfg, len(data.classes), device, head.stack_checkpoint,
+                             data.encoding, progress)
     out = trainer.run()
-    for i, (result, state) in sorted(zip(group, out), key=lambda x: x[0] == group[0]):  # the group's head last
-        fold_dirs[i].publish(result, state)
+    for (lane, i), (result, state) in sorted(zip(group, out), key=lambda x: x[0] == group[0]):  # the head last
+        lanes[lane].fold_dirs[i].publish(result, state)
     return [r for r, _ in out]
 
 
 def _train_groups(
-    data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int], size: int, cfg: TrainConfig,
-    device: torch.device, progress: bool = False,
-) -> dict[int, FoldResult]:
-    """Train the folds ``pending`` in stacked groups of ``size``; a group out of memory is halved and retried."""
-    queue, results = [pending[s : s + size] for s in range(0, len(pending), size)], {}
+    data: TrainData, lanes: list[Lane], groups: list[list[tuple[int, int]]], cfg: TrainConfig, device: torch.device,
+    progress: bool = False,
+) -> dict[tuple[int, int], FoldResult]:
+    """Train each stacked group of ``groups``; a group out of memory is halved (over its replicas) and retried."""
+    queue, results = list(groups), {}
     while queue:
         group = queue.pop(0)
         try:
-            out = _train_stacked(data, folds, fold_dirs, group, cfg, device, progress)
+            out = _train_stacked(data, lanes, group, cfg, device, progress)
         except torch.OutOfMemoryError:
             if len(group) == 1:
                 raise
             half = len(group) // 2
-            logger.warning(f"{cfg.model}: out of memory with {len(group)} stacked folds; retrying as {half} + "
+            what = "folds" if len({lane for lane, _ in group}) == 1 else "replicas"
+            logger.warning(f"{cfg.model}: out of memory with {len(group)} stacked {what}; retrying as {half} + "
                            f"{len(group) - half} (finished folds are kept)")
             queue[:0] = [group[:half], group[half:]]
             continue
@@ -288,29 +328,43 @@ def _holding(fold_dirs: list[FoldDir], chosen: list[int]) -> Iterator[list[int]]
         yield [i for i in chosen if not fold_dirs[i].result_file.exists()]
 
 
-def _train_folds(
-    run: RunDir, features: str, data: TrainData, folds: list[Fold], chosen: list[int], cfg: TrainConfig,
-    device: torch.device, progress: bool,
-) -> int:
-    """Train the unfinished folds of ``chosen`` (indices into ``folds``); returns how many were already finished."""
-    fold_dirs = [run.fold(f.name) for f in folds]
-    with _holding(fold_dirs, chosen) as pending:
-        done = len(chosen) - len(pending)
-        if done and pending:
-            logger.info(f"{run.path}: resuming, {done} of {len(chosen)} folds already done")
-        _train_pending(features, data, folds, fold_dirs, pending, cfg, device, progress)
+@dataclasses.dataclass(frozen=True)
+class _OpenRun:
+    """A run directory prepared for training: its resolved config, folds, the folds this job trains, model size."""
+
+    run: RunDir
+    cfg: TrainConfig
+    folds: list[Fold]
+    chosen: list[int]
+    n_params: int
+
+
+def _train_lanes(
+    runs: list[_OpenRun], features: str, data: TrainData, device: torch.device, progress: bool,
+) -> list[int]:
+    """Train the unfinished chosen folds of every run (one per seed) together; returns how many
+    of each run's chosen folds were already finished."""
+    lanes, done = [], []
+    with ExitStack() as stack:
+        for o in runs:
+            fold_dirs = [o.run.fold(f.name) for f in o.folds]
+            pending = stack.enter_context(_holding(fold_dirs, o.chosen))
+            done.append(len(o.chosen) - len(pending))
+            if done[-1] and pending:
+                logger.info(f"{o.run.path}: resuming, {done[-1]} of {len(o.chosen)} folds already done")
+            lanes.append(Lane(o.cfg.seed, o.folds, fold_dirs, pending))
+        _train_pending(features, data, lanes, runs[0].cfg, device, progress)
     return done
 
 
 def _train_pending(
-    features: str, data: TrainData, folds: list[Fold], fold_dirs: list[FoldDir], pending: list[int],
-    cfg: TrainConfig, device: torch.device, progress: bool,
+    features: str, data: TrainData, lanes: list[Lane], cfg: TrainConfig, device: torch.device, progress: bool,
 ) -> None:
-    """Train the folds ``pending``: in stacked groups, or one by one; the folds (or groups) of
-    one run go to worker processes with ``jobs`` > 1, to one worker process per device with
+    """Train the lanes' pending folds: in stacked groups (:func:`_stack_groups`), or one by one;
+    the tasks go to worker processes with ``jobs`` > 1, to one worker process per device with
     ``devices`` (:func:`~mertool.train.devices.device_map`), and to the cluster with ``--scheduler``."""
-    size = _stack_size(cfg, device, data, len(pending))
-    tasks = [pending[s : s + size] for s in range(0, len(pending), size)] if size else [[i] for i in pending]
+    size, mix = _stack_size(cfg, device, data, lanes)
+    tasks = _stack_groups(lanes, size, mix)
     devices = check_devices(cfg.devices) if len(cfg.devices) > 1 else []
     jobs = len(devices) or _worker_count(cfg, device, len(tasks))
     local = jobs == 1 and scheduler() is None
@@ -318,10 +372,11 @@ def _train_pending(
     shared = {"device": str(device), "threads": 0 if local else 1, "data": data if local else None,
               "progress": progress and local}
     if size:
-        work = [GroupJob(features, data.key, cfg, folds, group, fold_dirs, size, **shared) for group in tasks]
+        work = [GroupJob(features, data.key, cfg, lanes, group, **shared) for group in tasks]
         run, unit = run_group_job, "group"
     else:
-        work = [FoldJob(features, data.key, cfg, folds[i], i, fold_dirs[i], **shared) for [i] in tasks]
+        work = [FoldJob(features, data.key, dataclasses.replace(cfg, seed=lanes[lane].seed), lanes[lane].folds[i], i,
+                        lanes[lane].fold_dirs[i], **shared) for [(lane, i)] in tasks]
         run, unit = run_fold_job, "fold"
     show = {"desc": f"train {cfg.model}", "progress": progress, "unit": unit}
     if devices:  # one worker process per device, each taking the next task when free
@@ -454,8 +509,18 @@ def train_run(
     wall = time.perf_counter()
     cfg = resolve_recipe(config if config is not None else TrainConfig())
     device = _run_device(cfg)
-    features = str(features)
-    data, all_folds = _data_and_folds(features, cfg)
+    o, data = _open_run(str(features), out, cfg, overwrite, folds, fold_index)
+    [resumed] = _train_lanes([o], str(features), data, device, progress)
+    return _pool(o.run, data, o.folds, o.cfg, o.n_params, time.perf_counter() - wall, resumed)
+
+
+def _open_run(
+    features: str, out: str | Path | RunDir | None, cfg: TrainConfig, overwrite: bool, folds: Sequence[str] | None,
+    fold_index: tuple[int, int] | None, data: TrainData | None = None,
+) -> tuple[_OpenRun, TrainData]:
+    """Prepare the run directory of ``cfg`` (identity checked, ``run.json`` and ``config.yaml``
+    written) and choose this job's folds; ``data`` is read unless given (seeds share it)."""
+    data, all_folds = _data_and_folds(features, cfg, data)
     chosen = select_folds(all_folds, folds, fold_index, cfg.fold_batch)
     if overwrite and (folds is not None or fold_index is not None):
         raise UsageError("--overwrite would delete the folds other jobs train into the run; clear the run folder "
@@ -466,8 +531,7 @@ def train_run(
         prev = run.prepare(identity(cfg, data.key), overwrite, also=(legacy_identity(cfg, data.key),))
         run.write_info(_run_info(features, cfg, data, all_folds, n_params, prev))
         run.write_config(cfg.to_dict())
-    resumed = _train_folds(run, features, data, all_folds, chosen, cfg, device, progress)
-    return _pool(run, data, all_folds, cfg, n_params, time.perf_counter() - wall, resumed)
+    return _OpenRun(run, cfg, all_folds, chosen, n_params), data
 
 
 def _run_device(cfg: TrainConfig) -> torch.device:
@@ -489,9 +553,10 @@ def _run_device(cfg: TrainConfig) -> torch.device:
     return devices[0]
 
 
-def _data_and_folds(features: str, cfg: TrainConfig) -> tuple[TrainData, list[Fold]]:
-    """The features as ``cfg.model`` reads them, and the run's folds (each checked to be trainable)."""
-    data = _load(features, cfg)
+def _data_and_folds(features: str, cfg: TrainConfig, data: TrainData | None = None) -> tuple[TrainData, list[Fold]]:
+    """The features as ``cfg.model`` reads them (unless ``data`` is given), and the run's folds
+    (each checked to be trainable)."""
+    data = data if data is not None else _load(features, cfg)
     augment_for(cfg.augment, data.encoding)  # refuse an augmentation the data's encoding does not allow, before any fold
     folds = make_folds(data.subjects, cfg.scheme, cfg.k, cfg.test_subjects, cfg.val_fraction, cfg.seed)
     for fold in folds:
@@ -716,11 +781,16 @@ def train_seeds(
     root = Path(out) if out is not None else RunDir.for_model(cfg.model, cfg.oracle).path
     if root.is_dir() and RunDir(root).is_run:
         raise MertoolError(f"{root}: holds a single-seed run; choose another -o for a run over seeds")
-    runs = [
-        train_run(features, root / f"seed_{s}", dataclasses.replace(config, seed=s), overwrite=overwrite,
-                  progress=progress, folds=folds, fold_index=fold_index)
-        for s in seeds
-    ]
+    wall = time.perf_counter()
+    device = _run_device(cfg)
+    opened, data = [], None
+    for s in seeds:
+        o, data = _open_run(str(features), root / f"seed_{s}", resolve_recipe(dataclasses.replace(config, seed=s)),
+                            overwrite, folds, fold_index, data)
+        opened.append(o)
+    resumed = _train_lanes(opened, str(features), data, device, progress)
+    seconds = (time.perf_counter() - wall) / len(seeds)  # the seeds trained together: each gets its share
+    runs = [_pool(o.run, data, o.folds, o.cfg, o.n_params, seconds, done) for o, done in zip(opened, resumed)]
     return _seeds_result(root, seeds, runs)
 
 

@@ -16,7 +16,10 @@ replica sees exactly its own batches, and BatchNorm statistics never mix in padd
 
 Dropout draws come from one generator per replica group (``vmap(randomness="different")``):
 runs are reproducible from the seed and the replica grouping (``--fold-batch``), but the
-draws differ from the sequential engine's. Early stopping, validation splits, ORACLE
+draws differ from the sequential engine's, and depend on which replicas share the stack.
+Replicas of several seeds therefore share a stack only for models that draw no random
+numbers in training (:func:`draws_random`); every other stream (initial weights, data
+order, augmentation) is the replica's own, derived from its (seed, fold). Early stopping, validation splits, ORACLE
 bookkeeping, gradient accumulation, fp16 AMP (it needs a gradient scaler; bf16 autocast --
 ``amp: bf16``, or a GPU's default AMP where the GPU supports bf16 -- runs stacked) and models
 with :class:`~mertool.train.fold.ModelHooks` training hooks run sequentially only
@@ -95,6 +98,20 @@ def auto_fold_batch(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: i
     return int(max(1, min(most, share * free // per_replica)))
 
 
+def draws_random(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: int) -> bool:
+    """Whether ``cfg.model`` draws random numbers in a training forward pass (dropout, stochastic depth).
+
+    Found by running one forward pass of two samples of ``X`` on the CPU in training mode
+    and comparing the global generator's state before and after (it is restored).
+    """
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs).train()
+        before = torch.get_rng_state()
+        with torch.no_grad():
+            model(**{k: v[:2].cpu() for k, v in X.items()})
+        return not torch.equal(before, torch.get_rng_state())
+
+
 def _fp32_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose BatchNorm layers take float32 input, for vmapped autocast.
 
@@ -111,7 +128,7 @@ def _fp32_batchnorm(model: nn.Module) -> nn.Module:
 
 @dataclasses.dataclass(frozen=True)
 class Replica:
-    """One member of a stack: a fold, its position (seeds it) and the run's seed."""
+    """One member of a stack: a fold, its position and its run's seed (the two seed it)."""
 
     fold: Fold
     index: int
@@ -283,8 +300,12 @@ class StackedTrainer:
 
     @property
     def name(self) -> str:
-        """The group as logs and the progress bar name it: ``fold s1`` or ``4 stacked folds s1..s4``."""
+        """The group as logs and the progress bar name it: ``fold s1``, ``4 stacked folds s1..s4``, or
+        ``8 stacked replicas s1..s4 x seeds 0,1``."""
         n, first, last = len(self.replicas), self.replicas[0].fold.name, self.replicas[-1].fold.name
+        seeds = sorted({r.seed for r in self.replicas})
+        if len(seeds) > 1:
+            return f"{n} stacked replicas {first}..{last} x seeds {','.join(map(str, seeds))}"
         return f"fold {first}" if n == 1 else f"{n} stacked folds {first}..{last}"
 
     def results(self, start: float) -> list[tuple[FoldResult, dict[str, torch.Tensor]]]:
