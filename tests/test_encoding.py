@@ -17,7 +17,7 @@ from mertool.preprocess.strain import normalise_flow
 from mertool.stages.contents import ENCODINGS, HOW_TO_MAKE, NORMALISE_ENCODING
 from mertool.stages.importer import import_flow
 from mertool.stages.stagefile import StageWriter
-from mertool.train import run as run_mod
+from mertool.train import tasks as run_mod  # where the features are loaded for a model
 from mertool.train.augment import MIRROR_U, augment_for, get_augment
 from mertool.train.data import load_train_data
 from train_fixtures import TINY, TINY_SIZE, ensure_tiny, synthetic_flow

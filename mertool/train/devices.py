@@ -2,8 +2,8 @@
 
 :func:`check_devices` refuses, before any work, a device list that cannot run: a malformed
 name, a GPU that does not exist (or any ``cuda`` where torch sees none), a GPU named twice,
-CPU and GPU mixed. :func:`device_map` runs the run's tasks (:class:`~mertool.train.run.FoldJob`
-or :class:`~mertool.train.run.GroupJob`) in one worker process per device: each device's
+CPU and GPU mixed. :func:`device_map` runs the run's tasks (:class:`~mertool.train.tasks.FoldJob`
+or :class:`~mertool.train.tasks.GroupJob`) in one worker process per device: each device's
 process takes the next task from one shared queue as soon as it is free, so a faster device
 takes more tasks, and each task carries the name of the device it runs on. A fold's numbers
 do not depend on which device process trains it (it is seeded from the run's seed and its
@@ -75,7 +75,7 @@ def device_map(
     Parameters
     ----------
     fn : callable
-        A picklable function of one item (e.g. :func:`~mertool.train.run.run_fold_job`).
+        A picklable function of one item (e.g. :func:`~mertool.train.tasks.run_fold_job`).
     items : sequence
         Dataclass items with ``device`` and ``threads`` fields; each is run with the name of
         the device whose process takes it, and ``threads`` torch threads.
