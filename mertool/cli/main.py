@@ -48,7 +48,7 @@ from ..cluster import SCHEDULER_ENV
 from ..errors import MertoolError
 from ..log import QUIET_ENV, logger, setup_cli_logging
 from ..samples import VERIFY_CONTENT_ENV
-from ..stages.stagefile import WAIT_ENV
+from ..lock import WAIT_ENV
 from . import align, demo, dynimg, flow, importer, index, info, keyframes, models, pairs, spot, synth, train
 
 HELP = "Micro-expression recognition toolkit: index -> align -> keyframes -> flow/dynimg -> train -> report."

@@ -32,7 +32,8 @@ from ..errors import MertoolError, UsageError
 from ..log import logger
 from ..models import count_parameters, create_model
 from ..cluster import scheduler
-from ..stages.stagefile import pipeline_of, wait_for_lock
+from ..lock import wait_for_lock
+from ..stages.stagefile import pipeline_of
 from .augment import augment_for
 from .config import TrainConfig, identity, legacy_identity, resolve_recipe
 from .data import TrainData

@@ -39,11 +39,11 @@ import yaml
 
 from ..errors import MertoolError
 from ..io import atomic_torch_save, atomic_write_text, safe_name
+from ..lock import OutputLock
 
 if TYPE_CHECKING:  # only names: reading a run's files (report, predict) needs no torch
     import torch
 
-    from ..stages.stagefile import OutputLock
     from .fold import FoldResult
 
 ORACLE = "ORACLE"
@@ -98,8 +98,6 @@ class FoldDir:
         MertoolError
             Another job holds the fold and ``wait`` is false, naming that job.
         """
-        from ..stages.stagefile import OutputLock
-
         return OutputLock(self.path, wait=wait)
 
     def read_result(self) -> FoldResult | None:
@@ -246,8 +244,6 @@ class RunDir:
         Jobs sharing the run hold it while they check the run's identity and write
         ``run.json``/``config.yaml``, and while they pool the folds into the run's outputs.
         """
-        from ..stages.stagefile import OutputLock
-
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

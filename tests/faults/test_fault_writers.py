@@ -23,7 +23,8 @@ from fault_fixtures import ALIGN, assert_same_stage_files, make_clips, mertool_p
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
 from mertool.io import atomic_write_text
-from mertool.stages.stagefile import WAIT_ENV, StageWriter, open_stage
+from mertool.lock import WAIT_ENV
+from mertool.stages.stagefile import StageWriter, open_stage
 
 
 def _toy(out: Path, ids=("a", "b", "c"), **kw) -> Path:
