@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+
 from ..errors import MertoolError
 from ..log import logger, progress_bar
 from ..parallel import parallel_map
@@ -263,8 +264,8 @@ def run_stage(
                     )
                     results = _batched(iter(bar), compute_batch, batch_size, writer)
                 else:
-                    jobs_ = ((compute, c, writer.sink(c.sample_id)) for c in cases)
-                    results = parallel_map(_guarded, jobs_, jobs=jobs, desc=desc, progress=progress, lost=_lost)
+                    work = ((compute, c, writer.sink(c.sample_id)) for c in cases)
+                    results = parallel_map(_guarded, work, jobs=jobs, desc=desc, progress=progress, lost=_lost)
                 finished.enter_context(contextlib.closing(results))
                 result = _record(writer, order, results, failures, stacked)
     finally:
