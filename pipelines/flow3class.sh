@@ -12,7 +12,7 @@
 #   work/DATASET and is shared by the models, so the aligned clips are made once.
 #   Env: JOBS (workers, default 2), DEVICE (auto|cpu|cuda, default auto), EPOCHS (default:
 #        the model's recipe), APEX_METHOD (keyframes spotting method for clips without an
-#        apex, default regions).
+#        apex, default flowpeak).
 # Re-running resumes: every stage decides itself what is up to date (stage files and runs are keyed).
 set -euo pipefail
 # shellcheck source=/dev/null

@@ -4,7 +4,7 @@
 # reads `mertool models --recipe MODEL` (one "verb<TAB>output<TAB>flags" line per stage:
 # align -> keyframes -> flow | dynimg | pairs), runs each verb inside WORK and sets
 # FEATURES to the file `mertool train` reads. Env: JOBS (default 2), APEX_METHOD
-# (keyframes method, default regions), PREVIEWS (a folder: previews per verb), FEATURES_TAG
+# (keyframes method, default flowpeak), PREVIEWS (a folder: previews per verb), FEATURES_TAG
 # (appended to the features file name, for variants made with extra flags).
 # Every verb is called on every run; the stage files' keys decide what is up to date.
 set -euo pipefail
@@ -21,7 +21,7 @@ make_features() {
     if [ -n "${PREVIEWS:-}" ] && [ "$verb" != keyframes ]; then preview=(--preview "$PREVIEWS/$verb"); fi
     case "$verb" in
       align) mertool align "$samples" -o "$out" "${flags[@]}" --jobs "${JOBS:-2}" "${preview[@]}"; aligned=$out ;;
-      keyframes) mertool keyframes "$samples" --aligned "$aligned" -o "$out" --method "${APEX_METHOD:-regions}" "${flags[@]}"
+      keyframes) mertool keyframes "$samples" --aligned "$aligned" -o "$out" --method "${APEX_METHOD:-flowpeak}" "${flags[@]}"
         apexes=$out ;;
       *) out=${out%.h5}${FEATURES_TAG:-}.h5
         mertool "$verb" "$aligned" -o "$out" "${flags[@]}" --samples "$apexes" --jobs "${JOBS:-2}" "${preview[@]}" "$@"
