@@ -53,6 +53,13 @@ def worker_setup(parent: int) -> None:
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="mertool-watch-parent").start()
 
 
+def _in_folder(folder: str, fn: Callable[[Any], Any], item: Any) -> Any:
+    """``fn(item)`` in a worker, with the caller's working folder, so relative paths mean the same there."""
+    if os.getcwd() != folder:
+        os.chdir(folder)
+    return fn(item)
+
+
 def _exit_with(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(WATCH_SECONDS)
@@ -113,4 +120,5 @@ def _run(fn: Callable[[Any], Any], items: list[Any], jobs: int, lost: Callable[[
         # a worker that never got one must die with its parent too
         watch = {"initializer": worker_setup, "initargs": (os.getpid(),)}
         with parallel_config(backend="loky", n_jobs=jobs, inner_max_num_threads=1, **watch):
-            yield from Parallel(return_as="generator_unordered")(delayed(fn)(item) for item in items)
+            here = os.getcwd()  # pooled workers outlive a call, and started in the cwd of their first caller
+            yield from Parallel(return_as="generator_unordered")(delayed(_in_folder)(here, fn, item) for item in items)
