@@ -18,7 +18,7 @@ import torch
 from mertool.train.config import TrainConfig, resolve_recipe
 from mertool.train.run import train_run, train_seeds
 from mertool.train.stacked import StackedTrainer, draws_random
-from train_fixtures import synthetic_flow, write_flow_h5
+from train_fixtures import limit_stacked_replicas, synthetic_flow, write_flow_h5
 
 SEEDS = [0, 3]
 
@@ -119,14 +119,7 @@ def test_finished_folds_of_a_seed_are_not_retrained(flow, tmp_path, stacks):
 def test_out_of_memory_halves_a_multi_seed_stack_over_replicas(flow, tmp_path, monkeypatch, caplog):
     cfg = _cfg(fold_batch=2)
     ref = _alone(flow, tmp_path, cfg)
-    real = StackedTrainer.run
-
-    def small_memory(self):
-        if len(self.replicas) > 2:
-            raise torch.OutOfMemoryError("simulated")
-        return real(self)
-
-    monkeypatch.setattr(StackedTrainer, "run", small_memory)
+    limit_stacked_replicas(monkeypatch, most=2)
     with caplog.at_level(logging.INFO, logger="mertool"):
         train_seeds(flow, tmp_path / "seeds", cfg, SEEDS, progress=False)
     assert "out of memory with 4 stacked replicas; retrying as 2 + 2" in caplog.text

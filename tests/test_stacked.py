@@ -19,7 +19,7 @@ from mertool.train.loso import make_folds
 from mertool.train.stacked import (
     Replica, StackedTrainer, _optimizer_step, auto_fold_batch, seed_summary, stack_refusal,
 )
-from train_fixtures import ensure_tiny, synthetic_flow, write_flow_h5
+from train_fixtures import ensure_tiny, limit_stacked_replicas, synthetic_flow, write_flow_h5
 
 ensure_tiny()
 CPU = torch.device("cpu")
@@ -235,14 +235,7 @@ def test_auto_fold_batch_is_bounded_by_memory_and_folds():
 def test_out_of_memory_halves_the_group_and_keeps_going(tmp_path, capsys, monkeypatch):
     """A stack that does not fit is split in two and retried (logged); every fold finishes."""
     flow = _flow28(tmp_path)
-    real = StackedTrainer.run
-
-    def small_memory(self):
-        if len(self.replicas) > 2:
-            raise torch.OutOfMemoryError("simulated")
-        return real(self)
-
-    monkeypatch.setattr(StackedTrainer, "run", small_memory)
+    limit_stacked_replicas(monkeypatch, most=2)
     assert cli(["train", str(flow), "--model", "ststnet-fast", "--epochs", "1", "-q", "--device", "cpu",
                 "--fold-batch", "4", "-o", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err

@@ -89,3 +89,17 @@ def write_flow_h5(
         w.add(sid, {"flow": x[i]}, meta)
         ids.append(sid)
     return w.finish(ids, stacked=True)
+
+
+def limit_stacked_replicas(monkeypatch, most: int) -> None:
+    """Make a stack of more than ``most`` replicas run out of (simulated) memory."""
+    from mertool.train.stacked import StackedTrainer
+
+    real = StackedTrainer.run
+
+    def small_memory(self):
+        if len(self.replicas) > most:
+            raise torch.OutOfMemoryError("simulated")
+        return real(self)
+
+    monkeypatch.setattr(StackedTrainer, "run", small_memory)
