@@ -48,7 +48,7 @@ def progress_bar(iterable=None, *, progress: bool = True, **kwargs):
     from tqdm.auto import tqdm
 
     wanted = progress and os.environ.get(QUIET_ENV, "") in ("", "0") and _stderr_is_terminal()
-    return tqdm(iterable, disable=not wanted or kwargs.pop("disable", False), **kwargs)
+    return tqdm(iterable, disable=not wanted, **kwargs)
 
 
 def _stderr_is_terminal() -> bool:

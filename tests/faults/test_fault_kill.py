@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import run_and_kill
-from fault_fixtures import ALIGN, ROOT, alive, assert_same_stage_files, children, make_clips, wait_for
+from fault_fixtures import ALIGN, ROOT, alive, assert_same_stage_files, children, kill, make_clips, wait_for
 from mertool.cli.main import cli
 from mertool.stages.stagefile import open_stage
 
@@ -154,12 +154,8 @@ def test_kill9_at_a_random_sample_then_resume(clips, tmp_path, verb, seed):
     proc = _hanging(tmp_path, module, func, at, [verb, str(src), "-o", str(out), *extra])
     try:
         assert wait_for(lambda: _shards(out) >= at - 1 and out.with_name("killed.h5.parts").exists(), timeout=120)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill(proc)  # mid-stage (and, if the wait failed, nothing is left running)
     assert not out.exists() and _shards(out) == at - 1
     assert cli([verb, str(src), "-o", str(out), *extra]) == 0
     assert_same_stage_files(out, reference)
