@@ -15,6 +15,7 @@ Usage::
     python benchmarks/train.py                       # all models, CPU
     python benchmarks/train.py --models offtanet --subjects 49 --per-subject 6 --jobs 1 2
     python benchmarks/train.py --device cuda         # GPU (AMP on)
+    python benchmarks/train.py --layouts --steps 10  # NCHW vs channels-last training, flow models
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mertool.device import resolve_device
 from mertool.train.config import GLOBAL_DEFAULTS, TrainConfig
 from mertool.train.fold import FoldTrainer
 from mertool.train.config import resolve_recipe
+from mertool.train.devices import channels_last_for
 from mertool.train.loso import make_folds
 from mertool.train.run import train_run
 from mertool.train.stacked import Replica, StackedTrainer
@@ -55,8 +57,8 @@ def _random_batch(spec, n: int, device, channels_last: bool) -> dict[str, torch.
     return batch
 
 
-def step_speed(name: str, device: torch.device, steps: int, channels_last: bool = True) -> dict:
-    """Train and eval samples/s of one model at its default batch size."""
+def step_speed(name: str, device: torch.device, steps: int, channels_last: bool = True, evaluate: bool = True) -> dict:
+    """Train (and, with ``evaluate``, eval) samples/s of one model at its default batch size."""
     entry = get_entry(name)
     bs = int(entry.defaults.get("batch_size", GLOBAL_DEFAULTS["batch_size"]))
     model = create_model(name, num_classes=3).to(device)
@@ -89,6 +91,9 @@ def step_speed(name: str, device: torch.device, steps: int, channels_last: bool 
     sync()
     train_sps = bs * steps / (time.perf_counter() - t)
     train_cpu = bs * steps / max(time.process_time() - cpu, 1e-9)  # per CPU-second (all threads)
+    out = {"batch": bs, "params": count_parameters(model), "train_sps": train_sps, "train_cpu": train_cpu}
+    if not evaluate:
+        return out
     model.eval()
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         model(**batch)
@@ -97,9 +102,7 @@ def step_speed(name: str, device: torch.device, steps: int, channels_last: bool 
         for _ in range(steps):
             model(**batch)
         sync()
-    eval_sps = bs * steps / (time.perf_counter() - t)
-    return {"batch": bs, "params": count_parameters(model), "train_sps": train_sps, "train_cpu": train_cpu,
-            "eval_sps": eval_sps}
+    return {**out, "eval_sps": bs * steps / (time.perf_counter() - t)}
 
 
 def synthetic_stage(path: Path, name: str, subjects: int, per_subject: int, seed: int = 0) -> Path:
@@ -160,6 +163,40 @@ def fold_parallel(name: str, device: torch.device, epochs: int, folds_timed: int
     return {"folds": len(folds), "train_samples": work, "seq": seq, "stacked": stacked, "seeds": stacked_seeds}
 
 
+def layout_speeds(name: str, device: torch.device, steps: int, repeats: int, threads: list[int]) -> dict:
+    """Median train samples/s of ``name`` per (threads, channels-last) over ``repeats`` rounds.
+
+    Each round times every thread count and both layouts back to back (:func:`step_speed`,
+    training steps only), so load from other jobs hits all of them alike.
+    """
+    runs: dict[tuple[int, bool], list[float]] = {(t, cl): [] for t in threads for cl in (False, True)}
+    for _ in range(repeats):
+        for t, cl in runs:
+            torch.set_num_threads(t)
+            runs[t, cl].append(step_speed(name, device, steps, channels_last=cl, evaluate=False)["train_sps"])
+    return {key: float(np.median(v)) for key, v in runs.items()}
+
+
+def layout_table(names: list[str], device: torch.device, steps: int, repeats: int, threads: list[int]) -> int:
+    """Print the memory-layout table: NCHW vs channels-last training samples/s, and what ``auto`` picks."""
+    print(f"# torch {torch.__version__}, device {device}, {os.cpu_count()} CPU cores, load average "
+          f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}; median of {repeats} x {steps} steps")
+    head = "".join(f" {t} thr: NCHW | {t} thr: channels-last | {t} thr: CL / NCHW |" for t in threads)
+    print(f"| model | input | batch |{head} auto on {device.type} |")
+    print("|---" * (4 + 3 * len(threads)) + "|")
+    for name in names:
+        entry = get_entry(name)
+        r = layout_speeds(name, device, steps, repeats, threads)
+        cells = [name, " + ".join("x".join(map(str, s)) for s in entry.input.arrays.values()),
+                 str(entry.defaults.get("batch_size", GLOBAL_DEFAULTS["batch_size"]))]
+        for t in threads:
+            cells += [f"{r[t, False]:.1f}", f"{r[t, True]:.1f}", f"{r[t, True] / r[t, False]:.2f}"]
+        auto = channels_last_for("auto", name, device)
+        print("| " + " | ".join([*cells, "channels-last" if auto else "NCHW"]) + " |", flush=True)
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=None, help="models to time (default: all registered)")
@@ -174,9 +211,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the fold-parallel section: sequential vs stacked folds vs stacked x --seeds")
     ap.add_argument("--folds", type=int, default=0, help="fold-parallel: time the first N folds (0 = all)")
     ap.add_argument("--seeds", type=int, default=5, help="fold-parallel: seeds in the stacked x seeds run")
+    ap.add_argument("--layouts", action="store_true",
+                    help="only the memory-layout section: train samples/s in NCHW vs channels-last per thread count")
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="layouts: torch thread counts to time")
+    ap.add_argument("--repeats", type=int, default=3, help="layouts: rounds to take the median over")
     args = ap.parse_args(argv)
 
     device = resolve_device(args.device)
+    if args.layouts:
+        flow = [n for n in list_models() if get_entry(n).input.stage == "flow"]
+        return layout_table(args.models or flow, device, args.steps, args.repeats, args.threads)
     if args.fold_parallel:
         return fold_parallel_table(args.models or list(PROTOCOLS), device, args.epochs, args.folds, args.seeds)
     names = args.models or list_models()

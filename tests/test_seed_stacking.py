@@ -1,8 +1,8 @@
 """Seeds stacked within ``--seeds``: the replicas of every seed of a fold group train in one stack.
 
 Each seed's results are compared with that seed trained alone (``train_run`` with the same
-``--fold-batch``), which is the independent reference: without dropout they must agree to
-float tolerance, whatever else shares the stack.
+``--fold-batch``), which is the independent reference: with dropout on or off they must agree
+to float tolerance, whatever else shares the stack (each replica draws from its own streams).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
-from mertool.train.config import TrainConfig, resolve_recipe
+from mertool.train.config import TrainConfig
 from mertool.train.run import train_run, train_seeds
-from mertool.train.stacked import StackedTrainer, draws_random
+from mertool.train.stacked import StackedTrainer
 from train_fixtures import limit_stacked_replicas, synthetic_flow, write_flow_h5
 
 SEEDS = [0, 3]
@@ -66,42 +65,20 @@ def _alone(flow, tmp_path, cfg: TrainConfig) -> dict[int, np.ndarray]:
     return out
 
 
-def test_draws_random_detects_dropout():
-    X = {"flow": torch.randn(4, 3, 28, 28)}
-    state = torch.get_rng_state()
-    assert draws_random(resolve_recipe(_cfg(dropout=None)), X, 3)
-    assert not draws_random(resolve_recipe(_cfg(dropout=0.0)), X, 3)
-    assert torch.equal(state, torch.get_rng_state())  # the probe leaves the generator as it found it
-
-
-def test_seeds_share_a_stack_and_match_each_seed_alone(flow, tmp_path, stacks, caplog):
-    cfg = _cfg(fold_batch=2)
+@pytest.mark.parametrize("dropout", [0.0, None])  # None: the recipe's dropout (0.5)
+def test_seeds_share_a_stack_and_match_each_seed_alone(flow, tmp_path, stacks, caplog, dropout):
+    cfg = _cfg(dropout=dropout, fold_batch=2)
     ref = _alone(flow, tmp_path, cfg)
     assert all(len({s for _, s in group}) == 1 for group in stacks)  # alone: one seed per stack
     stacks.clear()
     with caplog.at_level(logging.INFO, logger="mertool"):
         result = train_seeds(flow, tmp_path / "seeds", cfg, SEEDS, progress=False)
-    assert "train in one stack" in caplog.text
+    assert "the 2 seeds' replicas of each fold group train in one stack" in caplog.text
     assert len(stacks) == 2 and all(len(g) == 4 and {s for _, s in g} == set(SEEDS) for g in stacks)  # 2 folds x 2 seeds
     for s in SEEDS:
         np.testing.assert_allclose(_probs(tmp_path / "seeds" / f"seed_{s}"), ref[s], atol=1e-4)
     assert not np.allclose(ref[SEEDS[0]], ref[SEEDS[1]], atol=1e-3)  # the seeds are different models
     assert result.metrics["seeds"] == SEEDS and not list((tmp_path / "seeds").rglob("*checkpoint*"))
-
-
-def test_with_dropout_each_seed_is_stacked_on_its_own_and_equals_it_alone(flow, tmp_path, stacks, caplog):
-    """Dropout draws depend on the stack's layout, so seeds are not mixed: each seed's stacks are the ones it
-    builds alone, and its results are exactly its results alone."""
-    cfg = _cfg(dropout=None, fold_batch=2)
-    ref = _alone(flow, tmp_path, cfg)
-    alone_stacks = list(stacks)
-    stacks.clear()
-    with caplog.at_level(logging.INFO, logger="mertool"):
-        train_seeds(flow, tmp_path / "seeds", cfg, SEEDS, progress=False)
-    assert "each seed stacked on its own" in caplog.text
-    assert stacks == alone_stacks
-    for s in SEEDS:
-        np.testing.assert_array_equal(_probs(tmp_path / "seeds" / f"seed_{s}"), ref[s])
 
 
 def test_finished_folds_of_a_seed_are_not_retrained(flow, tmp_path, stacks):

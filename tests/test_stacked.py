@@ -17,7 +17,7 @@ from mertool.train.config import TrainConfig, resolve_recipe
 from mertool.train.fold import FoldTrainer
 from mertool.train.loso import make_folds
 from mertool.train.stacked import (
-    Replica, StackedTrainer, _optimizer_step, auto_fold_batch, seed_summary, stack_refusal,
+    DropoutCall, Replica, StackedTrainer, _optimizer_step, auto_fold_batch, dropout_calls, seed_summary, stack_refusal,
 )
 from train_fixtures import ensure_tiny, limit_stacked_replicas, synthetic_flow, write_flow_h5
 
@@ -26,7 +26,7 @@ CPU = torch.device("cpu")
 FLOW_MODELS = ("offtanet", "ststnet", "ststnet-fast", "offapexnet")
 
 
-def _setup(model: str, per_subject=(5, 7, 6, 9), **cfg_kw):
+def _setup(model: str, per_subject=(5, 7, 6, 9), val_fraction=0.0, **cfg_kw):
     """Uneven subjects (so folds differ in training-set size and last-batch size) of the model's input size."""
     size = get_entry(model).input.arrays["flow"][-1]
     x, labels, subjects = synthetic_flow(n_subjects=len(per_subject), per_subject=max(per_subject), size=size)
@@ -35,7 +35,7 @@ def _setup(model: str, per_subject=(5, 7, 6, 9), **cfg_kw):
     classes = sorted(set(labels))
     y = np.array([classes.index(c) for c in labels])
     cfg = resolve_recipe(TrainConfig(model=model, channels_last=False, **cfg_kw))
-    folds = make_folds(subjects, "loso", 5, [], 0.0, cfg.seed)
+    folds = make_folds(subjects, "loso", 5, [], val_fraction, cfg.seed)
     return {"flow": torch.from_numpy(x)}, y, folds, cfg, len(classes)
 
 
@@ -45,30 +45,136 @@ def _setup(model: str, per_subject=(5, 7, 6, 9), **cfg_kw):
 CASES = [(m, "sgd") for m in FLOW_MODELS] + [(m, "adam") for m in FLOW_MODELS if m != "offtanet"]
 
 
-@pytest.mark.parametrize("model,optimizer", CASES)
-def test_stacked_folds_equal_sequential_folds(model, optimizer):
-    """Without dropout and augmentation a stacked fold ends where the fold trained alone ends."""
-    X, y, folds, cfg, k = _setup(model, epochs=3, batch_size=8, lr=1e-3, model_kwargs={"dropout": 0.0},
-                                 lr_step=2, lr_gamma=0.5, optimizer=optimizer, momentum=0.9)
-    assert stack_refusal(cfg, CPU, k) is None
-    stacked = StackedTrainer(X, y, [Replica(f, i, cfg.seed) for i, f in enumerate(folds)], cfg, k, CPU).run()
+def _assert_equal_to_solo(stacked, X, y, folds, cfg, k):
+    """Each replica's result and weights equal its fold trained alone by FoldTrainer; returns the solo results."""
+    solos = []
     for i, fold in enumerate(folds):
         solo, solo_w = FoldTrainer(X, y, fold, i, cfg, k, CPU).run()
+        solos.append(solo)
         res, w = stacked[i]
         assert res.name == fold.name and res.test_index == solo.test_index
+        assert (res.epochs_run, res.best_epoch) == (solo.epochs_run, solo.best_epoch)
         np.testing.assert_allclose(res.probs, solo.probs, atol=1e-4)
         assert w.keys() == solo_w.keys()
         for key in w:
             np.testing.assert_allclose(w[key].float().numpy(), solo_w[key].float().numpy(), atol=1e-4, err_msg=key)
-        for a, b in zip(res.history, solo.history):
-            assert a["lr"] == pytest.approx(b["lr"]) and a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-        assert solo.history[0]["train_loss"] != solo.history[-1]["train_loss"]  # it trained
+        for a, b in zip(res.history, solo.history, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    return solos
+
+
+@pytest.mark.parametrize("model,optimizer", CASES)
+def test_stacked_folds_equal_sequential_folds(model, optimizer):
+    """A stacked fold ends where the fold trained alone ends; with dropout on too (SGD cases): on the CPU
+    each replica's dropout masks are the ones the fold alone draws."""
+    # Adam runs without dropout: a weight whose true gradient is 0 in a batch (a dropped unit's fan-in)
+    # gets round-off in the stack, which Adam scales to a full step (as with Off-TANet's biases above).
+    kwargs = {"model_kwargs": {"dropout": 0.0}} if optimizer == "adam" else {}
+    X, y, folds, cfg, k = _setup(model, epochs=3, batch_size=8, lr=1e-3,
+                                 lr_step=2, lr_gamma=0.5, optimizer=optimizer, momentum=0.9, **kwargs)
+    assert stack_refusal(cfg, CPU, k) is None
+    if optimizer == "sgd":  # dropout is on
+        assert dropout_calls(get_entry(model).builder(num_classes=k), {k_: v[:2] for k_, v in X.items()})
+    stacked = StackedTrainer(X, y, [Replica(f, i, cfg.seed) for i, f in enumerate(folds)], cfg, k, CPU).run()
+    solos = _assert_equal_to_solo(stacked, X, y, folds, cfg, k)
+    assert solos[0].history[0]["train_loss"] != solos[0].history[-1]["train_loss"]  # it trained
+
+
+@pytest.mark.parametrize("extra", [{"early_stopping": True, "patience": 2, "val_fraction": 0.25, "epochs": 12},
+                                   {"oracle": True, "epochs": 6}])
+def test_stacked_early_stopping_and_oracle_per_replica(extra):
+    """Each replica validates on its own subjects, stops when its own patience runs out (leaving the
+    others training) and keeps its own best weights -- or keeps its own ORACLE record -- as the fold alone does."""
+    X, y, folds, cfg, k = _setup("ststnet-fast", per_subject=(5, 7, 6, 9, 4, 6), batch_size=8, lr=0.02,
+                                 optimizer="sgd", momentum=0.9, **extra)
+    assert stack_refusal(cfg, CPU, k) is None
+    stacked = StackedTrainer(X, y, [Replica(f, i, cfg.seed) for i, f in enumerate(folds)], cfg, k, CPU).run()
+    solos = _assert_equal_to_solo(stacked, X, y, folds, cfg, k)
+    if cfg.early_stopping:
+        assert len({s.epochs_run for s in solos}) > 1  # the replicas stopped at different epochs
+        assert any(s.best_epoch < s.epochs_run for s in solos)  # and returned earlier (best-validation) weights
+    else:
+        assert len({s.oracle["epoch"] for s in solos}) > 1
+        for (res, _), solo in zip(stacked, solos):
+            assert res.oracle["epoch"] == solo.oracle["epoch"]
+            np.testing.assert_allclose(res.oracle["probs"], solo.oracle["probs"], atol=1e-4)
+
+
+def test_dropout_calls_in_forward_order_with_their_shapes():
+    """STSTNet's three branch dropouts: 28 px + 2 x 2 padding -> conv 3x3 -> 30 -> max-pool (3, stride 3,
+    padding 1) -> 10 x 10, with 3, 5 and 8 channels (the hand-worked shapes)."""
+    model = get_entry("ststnet").builder(num_classes=3)
+    calls = dropout_calls(model, {"flow": torch.zeros(2, 3, 28, 28)})
+    assert calls == [DropoutCall(f"branches.{i}.4", (c, 10, 10), torch.float32, 0.5) for i, c in enumerate((3, 5, 8))]
+
+
+class _Noisy(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.drop = kind, torch.nn.Dropout(0.5)
+
+    def forward(self, flow):
+        x = flow.flatten(1)
+        if self.kind == "noise":
+            return self.drop(x) + torch.randn_like(x)
+        if self.kind == "twice":
+            return self.drop(self.drop(x))
+        return self.drop(x.T)  # the batch is not the first dimension
+
+
+@pytest.mark.parametrize("kind,message", [("noise", "random numbers drawn outside nn.Dropout"),
+                                          ("twice", "'drop' called twice"), ("transposed", "first dimension")])
+def test_dropout_calls_refuses_what_masks_cannot_replace(kind, message):
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match=message):
+        dropout_calls(_Noisy(kind), {"flow": torch.zeros(2, 3, 4, 4)})
+    assert torch.equal(state, torch.get_rng_state())  # the probe leaves the generator as it found it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_dropout_streams_do_not_depend_on_the_stack():
+    """On a GPU the stacked draws differ from the fold alone's (fused kernel), but a replica's results are
+    the same whichever replicas share its stack."""
+    X, y, folds, cfg, k = _setup("ststnet-fast", epochs=3, batch_size=8, optimizer="sgd")
+    gpu = torch.device("cuda")
+    X = {key: v.to(gpu) for key, v in X.items()}
+    whole = StackedTrainer(X, y, [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, k, gpu).run()
+    pair = StackedTrainer(X, y, [Replica(f, i, 0) for i, f in list(enumerate(folds))[2:]], cfg, k, gpu).run()
+    for (a, _), (b, _) in zip(whole[2:], pair):
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_stacked_epoch_syncs_per_epoch_not_per_step():
+    """The host waits for the GPU a fixed number of times per epoch (index copy, the epoch's sums), however
+    many steps the epoch has (CUDA's sync debug mode counts the waits)."""
+    import warnings
+
+    waits = []
+    for batch_size in (4, 16):
+        X, y, folds, cfg, k = _setup("ststnet-fast", epochs=2, batch_size=batch_size, optimizer="sgd",
+                                     augment="flow_hflip")
+        gpu = torch.device("cuda")
+        trainer = StackedTrainer({key: v.to(gpu) for key, v in X.items()}, y,
+                                 [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, k, gpu, encoding="signed")
+        trainer.setup()
+        trainer.train_epoch(0)  # the first epoch makes the member index tensors
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                trainer.train_epoch(1)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        waits.append(sum("synchronizing" in str(w.message) for w in caught))
+    assert waits[0] == waits[1] <= 3, waits
 
 
 def test_stacked_augmentation_draws_match_sequential():
     """flow_hflip draws each replica's flips from its own generator, as the fold alone draws them."""
-    X, y, folds, cfg, k = _setup("ststnet-fast", epochs=2, batch_size=8, optimizer="sgd", augment="flow_hflip",
-                                 model_kwargs={"dropout": 0.0})
+    X, y, folds, cfg, k = _setup("ststnet-fast", epochs=2, batch_size=8, optimizer="sgd", augment="flow_hflip")
     stacked = StackedTrainer(X, y, [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, k, CPU, encoding="signed").run()
     for i, fold in enumerate(folds):
         solo, _ = FoldTrainer(X, y, fold, i, cfg, k, CPU, encoding="signed").run()
@@ -114,9 +220,8 @@ def test_dropout_and_augment_reproducible_from_the_seed():
 
 def test_refusals():
     base = resolve_recipe(TrainConfig(model="ststnet-fast"))
-    assert stack_refusal(dataclasses.replace(base, early_stopping=True, val_fraction=0.2), CPU, 3) == \
-        "early stopping, a validation split"
-    assert "ORACLE" in stack_refusal(dataclasses.replace(base, oracle=True), CPU, 3)
+    assert stack_refusal(dataclasses.replace(base, early_stopping=True, val_fraction=0.2), CPU, 3) is None
+    assert stack_refusal(dataclasses.replace(base, oracle=True), CPU, 3) is None
     assert "accumulation" in stack_refusal(dataclasses.replace(base, accumulate=2), CPU, 3)
     assert "input stage 'pairs'" in stack_refusal(resolve_recipe(TrainConfig(model="facesleuth-small")), CPU, 3)
 
@@ -133,8 +238,8 @@ def _flow28(tmp_path, per_subject=(5, 7, 6, 9)):
     return write_flow_h5(tmp_path / "f28.h5", x[keep], [labels[i] for i in keep], [subjects[i] for i in keep])
 
 
-def _probs(run) -> np.ndarray:
-    with open(run / "predictions.csv", newline="") as fh:
+def _probs(run, name: str = "predictions.csv") -> np.ndarray:
+    with open(run / name, newline="") as fh:
         rows = list(csv.DictReader(fh))
     return np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
 
@@ -165,11 +270,20 @@ def test_stacked_groups_in_worker_processes_match_groups_in_this_process(tmp_pat
     np.testing.assert_allclose(_probs(tmp_path / "workers"), _probs(tmp_path / "here"), atol=1e-4)
 
 
-def test_cli_fold_batch_falls_back_for_oracle(tmp_path, capsys):
-    flow = _flow28(tmp_path)
-    assert cli(["train", str(flow), "--model", "ststnet-fast", "--epochs", "2", "-q", "--device", "cpu",
-                "--oracle", "--fold-batch", "auto", "-o", str(tmp_path / "o")]) == 0
-    assert "training fold by fold, not stacked (ORACLE bookkeeping)" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", ["--early-stopping", "--oracle"])
+def test_cli_fold_batch_with_early_stopping_or_oracle_matches_fold_by_fold(tmp_path, capsys, flag):
+    """`--fold-batch auto` with early stopping or ORACLE bookkeeping stacks, and writes the fold-by-fold run's
+    predictions (dropout on)."""
+    flow = _flow28(tmp_path, per_subject=(5, 7, 6, 9, 4, 6))
+    base = ["train", str(flow), "--model", "ststnet-fast", "--epochs", "4", "-q", "--device", "cpu", flag]
+    assert cli([*base, "-o", str(tmp_path / "seq")]) == 0
+    capsys.readouterr()
+    assert cli([*base, "--fold-batch", "auto", "-o", str(tmp_path / "st")]) == 0
+    assert "(stacked)" in capsys.readouterr().err
+    np.testing.assert_allclose(_probs(tmp_path / "st"), _probs(tmp_path / "seq"), atol=1e-4)
+    if flag == "--oracle":
+        oracle = [_probs(tmp_path / d, "predictions_ORACLE.csv") for d in ("st", "seq")]
+        np.testing.assert_allclose(oracle[0], oracle[1], atol=1e-4)
 
 
 def test_stacked_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
@@ -243,12 +357,15 @@ def test_out_of_memory_halves_the_group_and_keeps_going(tmp_path, capsys, monkey
     assert len(list((tmp_path / "r" / "folds").glob("*/result.json"))) == 4
 
 
-def test_fold_batch_is_part_of_the_identity_except_at_1():
+def test_identity_says_only_whether_folds_are_stacked():
+    """Any stacked grouping computes the same (each replica's streams are its own), so a stacked run resumes
+    under another --fold-batch; stacked or not stays in the identity (on a GPU the dropout draws differ)."""
     from mertool.train.config import identity
 
     cfg = resolve_recipe(TrainConfig(model="ststnet-fast"))
     assert identity(cfg, "k") == identity(dataclasses.replace(cfg, fold_batch=1), "k")
-    assert identity(dataclasses.replace(cfg, fold_batch=4), "k") != identity(cfg, "k")
+    stacked = {identity(dataclasses.replace(cfg, fold_batch=n), "k") for n in (0, 2, 4)}
+    assert len(stacked) == 1 and identity(cfg, "k") not in stacked
 
 
 def test_stacked_training_shows_epoch_progress_with_eta_and_names_a_resume(tmp_path, capsys, monkeypatch, caplog):

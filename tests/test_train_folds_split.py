@@ -147,7 +147,7 @@ def test_cli_refusals(flow_file, tmp_path, capsys):
 
 
 def test_stacked_groups_split_by_fold_index_equal_one_whole_stacked_run(flow_file, tmp_path):
-    """--fold-batch 2: the jobs train the groups one whole run trains (dropout draws are per group)."""
+    """--fold-batch 2: the jobs train the groups one whole run trains."""
     whole = _whole(flow_file, tmp_path, "--fold-batch", "2")
     run = tmp_path / "split"
     for i in (2, 1):

@@ -42,7 +42,7 @@ def train(
     devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices, e.g. cuda:0,cuda:1: one worker process per device, each taking the next fold (or stacked group) when free; cpu may repeat. Instead of --device and --jobs."),
     amp: Optional[str] = typer.Option(None, "--amp", help="auto (the GPU's mixed precision, bf16 where supported, else fp16; none on CPU) | bf16 (bf16 autocast on every device, CPU too) | off [default: auto]."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Folds trained in parallel processes on CPU (-1 = all cores) [default: 1]."),
-    fold_batch: Optional[str] = typer.Option(None, "--fold-batch", help="Folds trained as one stacked computation: N, or auto (as many as fit memory); flow models without early stopping/ORACLE [default: 1 = fold by fold]."),
+    fold_batch: Optional[str] = typer.Option(None, "--fold-batch", help="Folds trained as one stacked computation: N, or auto (as many as fit memory); flow-input models [default: 1 = fold by fold]."),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: the protocol once per seed (<out>/seed_<s>/), metrics as mean ± sd over seeds."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Initial weights (state_dict) for every fold."),
     folds: Optional[str] = typer.Option(None, "--folds", help="Comma-separated folds (LOSO: test subjects) to train, e.g. sub01,sub02: one job of a run split into several; jobs may share the run folder at the same time."),

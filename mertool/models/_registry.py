@@ -81,6 +81,12 @@ class ModelEntry:
         Where the recipe (architecture settings and ``defaults``) comes from: one of
         :data:`SOURCE_KINDS`, optionally followed by ``": "`` and the reference, e.g.
         ``"authors' code: STSTNet release (Liong et al., FG 2019)"``.
+    cpu_channels_last : bool
+        Whether the model trains faster on CPU with channels-last (NHWC) tensors than with
+        contiguous NCHW ones: what training config ``channels_last: auto`` uses on CPU (GPUs
+        always get channels-last). Measured per model by ``benchmarks/train.py --layouts``
+        (benchmarks/README.md, "Memory layout"): channels-last (the default) trained most
+        registered CNNs faster there; a model sets False where NCHW measured faster.
     """
 
     name: str
@@ -89,6 +95,7 @@ class ModelEntry:
     description: str
     defaults: dict[str, Any]
     source: str = "mertool"
+    cpu_channels_last: bool = True
 
     @property
     def encoding(self) -> str | None:
@@ -106,10 +113,12 @@ def register_model(
     defaults: dict[str, Any] | None = None,
     *,
     source: str = "mertool",
+    cpu_channels_last: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``builder(num_classes, **kwargs) -> nn.Module`` under ``name``.
 
-    ``source`` is as in :class:`ModelEntry`; a recipe that names no source is mertool's own.
+    ``source`` and ``cpu_channels_last`` are as in :class:`ModelEntry`; a recipe that names
+    no source is mertool's own.
 
     Raises
     ------
@@ -122,7 +131,8 @@ def register_model(
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, input, description, dict(defaults or {}), source)
+        _REGISTRY[name] = ModelEntry(name, builder, input, description, dict(defaults or {}), source,
+                                     cpu_channels_last)
         return builder
 
     return wrap

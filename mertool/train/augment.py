@@ -96,8 +96,11 @@ def no_augment(batch: dict[str, torch.Tensor], generator: torch.Generator) -> di
 
 
 def _flip_mask(batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-    n = next(iter(batch.values())).shape[0]
-    return torch.rand(n, generator=generator) < 0.5
+    """Which samples to flip: drawn on the host from the fold's generator, then on the batch's device
+    (a GPU gets it through pinned memory, so the host does not wait for the GPU's queue)."""
+    x = next(iter(batch.values()))
+    mask = torch.rand(x.shape[0], generator=generator) < 0.5
+    return mask.pin_memory().to(x.device, non_blocking=True) if x.device.type == "cuda" else mask
 
 
 @register_augment("hflip")

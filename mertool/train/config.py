@@ -37,6 +37,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 #: ``amp`` values: True (mixed precision on a GPU, bf16 where supported, else fp16 with a
 #: gradient scaler; none on CPU), False (fp32), "bf16" (bf16 autocast on every device).
 AMP_MODES = (True, False, "bf16")
+#: ``channels_last`` values: "auto" (channels-last on a GPU, on CPU the model's measured
+#: preference, ``ModelEntry.cpu_channels_last``; see :func:`~mertool.train.devices.channels_last_for`),
+#: True (always NHWC), False (always NCHW).
+CHANNELS_LAST_MODES = ("auto", True, False)
 
 
 @dataclasses.dataclass
@@ -71,7 +75,7 @@ class TrainConfig(StageConfig):
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool | str = True  # True: the GPU's mixed precision (bf16, else fp16), none on CPU | False | "bf16": bf16 autocast on every device
-    channels_last: bool = True  # NHWC convolutions (~1.5x faster training of small CNNs on CPU)
+    channels_last: bool | str = "auto"  # NHWC layout: "auto" (on GPUs; on CPU per model: ModelEntry.cpu_channels_last) | True | False
     jobs: int = 1  # folds trained in parallel worker processes (CPU)
     devices: list = dataclasses.field(default_factory=list)  # e.g. ["cuda:0", "cuda:1"]: one worker process per device (train.devices)
     fold_batch: int = 1  # folds trained as one stacked computation (1 = fold by fold, 0 = auto; see train.stacked)
@@ -102,6 +106,8 @@ class TrainConfig(StageConfig):
             raise MertoolError(f"jobs must be >= 1 or -1 (all cores), got {self.jobs}")
         if self.amp not in AMP_MODES:
             raise MertoolError(f"amp must be true (the GPU's mixed precision), false or bf16, got {self.amp!r}")
+        if self.channels_last not in CHANNELS_LAST_MODES or not isinstance(self.channels_last, (bool, str)):
+            raise MertoolError(f"channels_last must be auto, true or false, got {self.channels_last!r}")
         if self.devices and (self.jobs != 1 or self.device != "auto"):
             raise MertoolError("devices gives one worker process per device: leave device (auto) and jobs (1) unset")
         if not isinstance(self.fold_batch, int) or self.fold_batch < 0:
@@ -119,7 +125,7 @@ IDENTITY_KEYS = (
     "model", "scheme", "k", "test_subjects", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
     "momentum", "lr_step", "lr_gamma", "augment", "shuffle", "accumulate", "class_balanced", "early_stopping",
     "val_fraction", "patience", "oracle", "min_class_samples", "seed", "amp", "weights", "model_kwargs",
-    "fold_batch",  # stacked folds draw dropout per replica group, so the grouping is part of the computation
+    "fold_batch",  # only whether folds are stacked (on a GPU their dropout draws differ from a fold alone's)
 )
 #: Identity fields added after run directories were first recorded, with the value every
 #: earlier run had: at that value they stay out of the hash, so those directories resume.
@@ -128,6 +134,8 @@ LATER_KEYS: dict[str, Any] = {"shuffle": True, "fold_batch": 1}
 
 def _identity_params(cfg: TrainConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     values = {k: getattr(cfg, k) for k in keys}
+    if values.get("fold_batch", 1) != 1:  # every stacked grouping computes the same (per-replica streams)
+        values["fold_batch"] = "stacked"
     return {k: v for k, v in values.items() if k not in LATER_KEYS or v != LATER_KEYS[k]}
 
 
@@ -177,6 +185,10 @@ def identity(cfg: TrainConfig, input_key: str) -> str:
 def legacy_identity(cfg: TrainConfig, input_key: str) -> str:
     """The identity mertool recorded before :data:`IDENTITY_KEYS`, for resuming older run directories.
 
-    It hashed every field except device, jobs and checkpoint_every, so also ``channels_last``.
+    It hashed every field except device, jobs and checkpoint_every, so also ``channels_last``,
+    which was then true or false (default true): ``"auto"`` hashes as that default.
     """
-    return config_hash({"config": _identity_params(cfg, (*IDENTITY_KEYS, "channels_last")), "input": input_key})
+    params = _identity_params(cfg, (*IDENTITY_KEYS, "channels_last"))
+    if params["channels_last"] == "auto":
+        params["channels_last"] = True
+    return config_hash({"config": params, "input": input_key})

@@ -28,6 +28,7 @@ import torch
 from ..device import resolve_device
 from ..errors import MertoolError, UsageError
 from ..log import progress_bar
+from ..models import get_entry
 from ..parallel import worker_setup
 
 
@@ -157,3 +158,25 @@ def amp_mode(amp: bool | str, device: torch.device) -> tuple[bool, torch.dtype]:
     if amp and device.type == "cuda":
         return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return False, torch.bfloat16
+
+
+def channels_last_for(channels_last: bool | str, model: str, device: torch.device) -> bool:
+    """Whether ``model`` trains on ``device`` with channels-last (NHWC) tensors (config ``channels_last``).
+
+    ``True`` / ``False`` are used as given. ``"auto"``: channels-last on a GPU (measured
+    faster there with bf16 autocast), and on CPU the model's registry preference
+    (:attr:`~mertool.models._registry.ModelEntry.cpu_channels_last`, measured per model by
+    ``benchmarks/train.py --layouts``).
+
+    Raises
+    ------
+    UsageError
+        A value other than ``"auto"``, True or False.
+    MertoolError
+        ``"auto"`` with an unknown model.
+    """
+    if isinstance(channels_last, bool):
+        return channels_last
+    if channels_last != "auto":
+        raise UsageError(f"channels_last must be auto, true or false, got {channels_last!r}")
+    return device.type == "cuda" or get_entry(model).cpu_channels_last

@@ -31,7 +31,7 @@ from ..log import logger, progress_bar
 from ..models import create_model
 from .augment import augment_for
 from .config import TrainConfig
-from .devices import amp_mode
+from .devices import amp_mode, channels_last_for
 from .loso import Fold
 
 
@@ -235,7 +235,8 @@ class FoldTrainer:
         seed_everything(seed)
         self.gen = torch.Generator().manual_seed(seed + 1)
         model = create_model(cfg.model, num_classes=self.num_classes, weights=cfg.weights, **cfg.model_kwargs)
-        self.fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        nhwc = channels_last_for(cfg.channels_last, cfg.model, device)
+        self.fmt = torch.channels_last if nhwc else torch.contiguous_format
         self.model = model.to(device).to(memory_format=self.fmt)
         param_groups = model_hook(self.model, "param_groups")
         groups = param_groups(cfg.lr, cfg.weight_decay) if param_groups else self.model.parameters()

@@ -8,26 +8,32 @@ optimizer state and step count.
 
 Each replica is set up exactly as :class:`~mertool.train.fold.FoldTrainer` sets up that fold
 alone (same fold seed, initial weights, shuffling generator, augmentation draws, class
-weights, lr schedule), so without dropout a stacked fold ends with the sequential engine's
-weights up to float rounding. Folds of different training-set sizes have different batch
+weights, lr schedule, dropout draws on the CPU), so a stacked fold ends with the sequential
+engine's weights up to float rounding. Folds of different training-set sizes have different batch
 counts and last-batch sizes: at each step the replicas are grouped by their batch size and
 each group runs as one vmapped call (replicas without a batch left skip the step), so every
 replica sees exactly its own batches, and BatchNorm statistics never mix in padding.
 
-Dropout draws come from one generator per replica group (``vmap(randomness="different")``):
-runs are reproducible from the seed and the replica grouping (``--fold-batch``), but the
-draws differ from the sequential engine's, and depend on which replicas share the stack.
-Replicas of several seeds therefore share a stack only for models that draw no random
-numbers in training (:func:`draws_random`); every other stream (initial weights, data
-order, augmentation) is the replica's own, derived from its (seed, fold). Early stopping, validation splits, ORACLE
-bookkeeping, gradient accumulation, fp16 AMP (it needs a gradient scaler; bf16 autocast --
-``amp: bf16``, or a GPU's default AMP where the GPU supports bf16 -- runs stacked) and models
-with :class:`~mertool.train.fold.ModelHooks` training hooks run sequentially only
-(:func:`stack_refusal` says why).
+Each replica keeps its own dropout stream: the stacked model's ``nn.Dropout`` layers multiply
+by masks drawn outside ``vmap``, replica by replica, from the replica's own generator, which
+starts where the fold alone would start drawing. On the CPU the masks are the ones the fold
+alone draws (``F.dropout`` is ``x * bernoulli(1 - p) / (1 - p)`` there), so a stacked fold
+equals its solo run with dropout on too; on a GPU the fold alone uses a fused dropout kernel,
+so the draws differ from it, but still depend only on the replica's (seed, fold), never on
+which replicas share the stack (``--fold-batch``) -- so seeds share stacks. Models that draw
+random numbers anywhere else, or call one dropout layer twice, train fold by fold
+(:func:`stack_refusal`). Every other stream (initial weights, data order, augmentation) is the
+replica's own too. Early stopping and ORACLE bookkeeping are per replica: each replica
+validates on its own validation subjects after each epoch and leaves the stack when its
+patience runs out. Gradient accumulation, fp16 AMP (it needs a gradient scaler; bf16
+autocast -- ``amp: bf16``, or a GPU's default AMP where the GPU supports bf16 -- runs
+stacked) and models with :class:`~mertool.train.fold.ModelHooks` training hooks run
+sequentially only (:func:`stack_refusal` says why).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -45,7 +51,7 @@ from ..log import logger, progress_bar
 from ..models import create_model, get_entry
 from .config import TrainConfig
 from .devices import amp_mode
-from .fold import FoldResult, FoldTrainer, _batches, fold_seed, model_hook
+from .fold import EarlyStop, FoldResult, FoldTrainer, OracleBest, _batches, fold_seed, model_hook
 from .loso import Fold
 
 #: Input stages whose models the stacked engine trains (small networks on flow maps).
@@ -53,15 +59,17 @@ STACKABLE_STAGES = ("flow",)
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam / AdamW defaults, as FoldTrainer uses them
 
 
-def stack_refusal(cfg: TrainConfig, device: torch.device, num_classes: int) -> str | None:
-    """Why ``cfg`` cannot train stacked (None when it can); such runs train fold by fold."""
+def stack_refusal(cfg: TrainConfig, device: torch.device, num_classes: int,
+                  X: dict[str, torch.Tensor] | None = None) -> str | None:
+    """Why ``cfg`` cannot train stacked (None when it can); such runs train fold by fold.
+
+    ``X`` (the inputs; zeros of the model's input shape when None) feeds the forward pass
+    that checks the model's random draws (:func:`dropout_calls`).
+    """
     entry = get_entry(cfg.model)
     reasons = {
         f"input stage {entry.input.stage!r} (stacked: {', '.join(STACKABLE_STAGES)})": entry.input.stage
         not in STACKABLE_STAGES,
-        "early stopping": cfg.early_stopping,
-        "a validation split": cfg.val_fraction > 0,
-        "ORACLE bookkeeping": cfg.oracle,
         "gradient accumulation": cfg.accumulate != 1,
         "fp16 AMP (a gradient scaler)": amp_mode(cfg.amp, device) == (True, torch.float16),
     }
@@ -69,6 +77,12 @@ def stack_refusal(cfg: TrainConfig, device: torch.device, num_classes: int) -> s
     if not found:
         model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs)
         found = [f"model hook {h}" for h in ("param_groups", "epoch_log") if model_hook(model, h)]
+        if X is None:
+            X = {k: torch.zeros(2, *shape) for k, shape in entry.input.arrays.items()}
+        try:
+            dropout_calls(model, {k: v[:2].cpu() for k, v in X.items()})
+        except ValueError as e:
+            found.append(str(e))
     return ", ".join(found) or None
 
 
@@ -98,18 +112,67 @@ def auto_fold_batch(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: i
     return int(max(1, min(most, share * free // per_replica)))
 
 
-def draws_random(cfg: TrainConfig, X: dict[str, torch.Tensor], num_classes: int) -> bool:
-    """Whether ``cfg.model`` draws random numbers in a training forward pass (dropout, stochastic depth).
+@dataclasses.dataclass(frozen=True)
+class DropoutCall:
+    """One ``nn.Dropout`` call of a training forward pass: the layer, its input's per-sample shape and dtype."""
 
-    Found by running one forward pass of two samples of ``X`` on the CPU in training mode
-    and comparing the global generator's state before and after (it is restored).
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    p: float
+
+
+def dropout_calls(model: nn.Module, batch: dict[str, torch.Tensor], autocast=contextlib.nullcontext) -> list[DropoutCall]:
+    """The ``nn.Dropout`` calls (p > 0) of one training forward pass of ``model`` on ``batch``, in order.
+
+    The pass runs on a copy of the model, without gradients, under ``autocast()``, and leaves
+    the global generator as it found it. Raises ValueError when the calls cannot be replaced
+    by masks drawn outside the pass: a dropout layer called twice, one whose input's first
+    dimension is not the batch, or random numbers drawn anywhere else (another random layer).
     """
-    with torch.random.fork_rng(devices=[]):
-        model = create_model(cfg.model, num_classes=num_classes, **cfg.model_kwargs).train()
+    model = copy.deepcopy(model)  # the passes run in training mode: BatchNorm statistics move
+    n = len(next(iter(batch.values())))
+    layers = {m: name for name, m in model.named_modules() if type(m) is nn.Dropout and m.p > 0}
+    calls: list[DropoutCall] = []
+
+    def record(m, args):
+        if not m.training:
+            return
+        x = args[0]
+        calls.append(DropoutCall(layers[m], tuple(x.shape[1:]), x.dtype, float(m.p)))
+        if x.ndim == 0 or x.shape[0] != n:
+            raise ValueError(f"dropout layer {layers[m]!r} does not take the batch in its first dimension")
+
+    for m in layers:
+        m.register_forward_pre_hook(record)
+    device = next(iter(batch.values())).device
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast():
+        model.train()
+        model(**batch)
+        for m in layers:
+            m.eval()  # now a pass that draws random numbers draws them outside nn.Dropout
         before = torch.get_rng_state()
-        with torch.no_grad():
-            model(**{k: v[:2].cpu() for k, v in X.items()})
-        return not torch.equal(before, torch.get_rng_state())
+        model(**batch)
+        if not torch.equal(before, torch.get_rng_state()):
+            raise ValueError("random numbers drawn outside nn.Dropout")
+    twice = sorted({c.name for c in calls if sum(d.name == c.name for d in calls) > 1})
+    if twice:
+        raise ValueError(f"dropout layer(s) {', '.join(map(repr, twice))} called twice in one pass")
+    return calls
+
+
+class _MaskDropout(nn.Module):
+    """``nn.Dropout`` whose mask is its buffer ``mask`` (``bernoulli(1 - p) / (1 - p)``), filled per replica
+    by the stacked step; the same product ``F.dropout`` computes."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.register_buffer("mask", torch.ones(()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask if self.training and self.p > 0 else x
 
 
 def _fp32_batchnorm(model: nn.Module) -> nn.Module:
@@ -123,6 +186,15 @@ def _fp32_batchnorm(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.register_forward_pre_hook(lambda _, args: tuple(a.float() for a in args))
+    return model
+
+
+def _mask_dropouts(model: nn.Module) -> nn.Module:
+    """``model`` with every ``nn.Dropout`` replaced (in place) by a :class:`_MaskDropout` of the same p."""
+    for m in list(model.modules()):
+        for name, child in m.named_children():
+            if type(child) is nn.Dropout:
+                setattr(m, name, _MaskDropout(child.p))
     return model
 
 
@@ -187,25 +259,39 @@ class StackedTrainer:
         self.X = X
         self.first_epoch = 0
 
+    def _dropout_generator(self, replica: Replica) -> torch.Generator:
+        """The replica's dropout stream: on the CPU where the fold alone draws from after its set-up
+        (the global generator's state then), on a GPU a generator of that device seeded by the fold."""
+        if self.device.type == "cpu":
+            gen = torch.Generator()
+            gen.set_state(torch.get_rng_state())
+            return gen
+        return torch.Generator(self.device).manual_seed(fold_seed(replica.seed, replica.index))
+
     def setup(self) -> None:
         """Set every replica up as its fold alone would be, then stack parameters and state."""
-        for t in self.solo:
+        self.drop_gens = []
+        for t, r in zip(self.solo, self.replicas):
             t.setup()
-        self.template = _fp32_batchnorm(self.solo[0].model) if self.solo[0].use_amp else self.solo[0].model
+            self.drop_gens.append(self._dropout_generator(r))
+        first = self.solo[0]
+        template = _fp32_batchnorm(first.model) if first.use_amp else copy.deepcopy(first.model)
+        self.dropouts = dropout_calls(template, {k: v[:2] for k, v in self.X.items()}, first._autocast)
+        self.template = _mask_dropouts(template)
         params, buffers = stack_module_state([t.model for t in self.solo])
         self.params = {k: v.detach() for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
         keys = ("buf",) if self.cfg.optimizer == "sgd" else ("m", "v")
         self.opt = {k: {s: torch.zeros_like(v) for s in keys} for k, v in self.params.items()}
         self.steps = torch.zeros(len(self.solo), dtype=torch.float64, device=self.device)
-        num_classes = self.solo[0].num_classes
+        num_classes = first.num_classes
         self.weights = torch.stack(
             [t.weight if t.weight is not None else torch.ones(num_classes, device=self.device) for t in self.solo]
         )
-        first = self.replicas[0]
-        torch.manual_seed(fold_seed(first.seed, first.index) + 2)  # the group's dropout stream
+        self.active = list(range(len(self.solo)))  # replicas still training (early stopping takes them out)
+        self._row_cache: dict[tuple[int, ...], torch.Tensor] = {}
         self.histories: list[list[dict]] = [[] for _ in self.solo]
-        self._grad = vmap(grad(self._loss, has_aux=True), randomness="different")
+        self._grad = vmap(grad(self._loss, has_aux=True))  # randomness="error": masks come from outside
 
     def _loss(self, params, buffers, batch, target, weight):
         with self.solo[0]._autocast():  # the config's autocast (amp), as FoldTrainer runs the forward pass
@@ -224,14 +310,23 @@ class StackedTrainer:
                 lr *= cfg.lr_gamma
         return lr
 
-    def _step(self, members: list[int], batches: list[dict], targets: list[torch.Tensor], lr: float):
+    def _masks(self, members: list[int], n: int) -> dict[str, torch.Tensor]:
+        """This step's dropout masks (buffer name -> members x n x ...), each replica's from its own stream,
+        layer by layer in the order its forward pass calls them (the order the fold alone draws them in)."""
+        per = [[torch.empty((n, *c.shape), dtype=c.dtype, device=self.device)
+                .bernoulli_(1 - c.p, generator=self.drop_gens[r]).div_(1 - c.p) for c in self.dropouts]
+               for r in members]
+        return {f"{c.name}.mask": torch.stack([masks[j] for masks in per]) for j, c in enumerate(self.dropouts)}
+
+    def _step(self, members: list[int], batches: list[dict], targets: torch.Tensor, lr: float):
         """One optimizer step of the replicas ``members`` on their own batches; returns (loss, logits) per member."""
         whole = members == list(range(len(self.solo)))
-        idx = torch.as_tensor(members, device=self.device)
+        idx = self._rows(members)
         sub = (lambda d: d) if whole else (lambda d: {k: v[idx] for k, v in d.items()})
         params, buffers = sub(self.params), sub(self.buffers)
         batch = {k: torch.stack([b[k] for b in batches]) for k in batches[0]}
-        grads, (loss, logits) = self._grad(params, buffers, batch, torch.stack(targets), self.weights[idx])
+        masks = self._masks(members, targets.shape[1])
+        grads, (loss, logits) = self._grad(params, {**buffers, **masks}, batch, targets, self.weights[idx])
         self.steps[idx] += 1
         for k, p in params.items():
             state = {s: v if whole else v[idx] for s, v in self.opt[k].items()}
@@ -248,39 +343,78 @@ class StackedTrainer:
         return loss, logits
 
     def train_epoch(self, epoch: int) -> None:
-        """One pass of every replica over its own training samples, in its own batch order."""
+        """One pass of every active replica over its own training samples, in its own batch order.
+
+        The loss and accuracy sums stay on the device: the host does not wait for it inside the epoch.
+        """
         lr = self.lr(epoch)
-        for t in self.solo:
-            t.model.train()
-        chunks = [_batches(len(t.train_idx), self.cfg.batch_size, t.gen, self.cfg.shuffle) for t in self.solo]
-        sums = [[0, 0.0, 0] for _ in self.solo]  # samples, loss sum, correct
-        for step in range(max(len(c) for c in chunks)):
+        self.template.train()
+        chunks = self._epoch_batches()
+        seen = dict.fromkeys(self.active, 0)
+        loss_sum = torch.zeros(len(self.solo), device=self.device)
+        correct = torch.zeros(len(self.solo), dtype=torch.long, device=self.device)
+        for step in range(max(len(c) for c in chunks.values())):
             by_size: dict[int, list[int]] = {}
-            for r, c in enumerate(chunks):
+            for r, c in chunks.items():
                 if step < len(c):
                     by_size.setdefault(len(c[step]), []).append(r)
-            for members in by_size.values():
+            for n, members in by_size.items():
                 batches, targets = [], []
                 for r in members:
-                    t = self.solo[r]
-                    idx = t.train_idx[chunks[r][step]]
+                    t, idx = self.solo[r], chunks[r][step]
                     batches.append(t.augment({k: v[idx.to(v.device)] for k, v in self.X.items()}, t.gen))
-                    targets.append(t.y_dev[idx.to(self.device)])
+                    targets.append(t.y_dev[idx])
+                    seen[r] += n
+                targets = torch.stack(targets)
                 loss, logits = self._step(members, batches, targets, lr)
-                for j, r in enumerate(members):
-                    n = len(targets[j])
-                    sums[r][0] += n
-                    sums[r][1] += float(loss[j]) * n
-                    sums[r][2] += int((logits[j].argmax(1) == targets[j]).sum())
-        for r, (n, loss_sum, correct) in enumerate(sums):
-            self.histories[r].append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n})
+                rows = self._rows(members)
+                loss_sum.index_add_(0, rows, loss.detach().float() * n)
+                correct.index_add_(0, rows, (logits.argmax(2) == targets).sum(1))
+        loss_sum, correct = loss_sum.tolist(), correct.tolist()
+        for r, n in seen.items():
+            self.histories[r].append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum[r] / n,
+                                      "train_acc": correct[r] / n})
+
+    def _epoch_batches(self) -> dict[int, list[torch.Tensor]]:
+        """Each active replica's batches of this epoch (its own order, from its own generator) as sample
+        indices on the device, moved there in one copy: the steps then copy nothing from the host."""
+        chunks = {r: _batches(len(self.solo[r].train_idx), self.cfg.batch_size, self.solo[r].gen, self.cfg.shuffle)
+                  for r in self.active}
+        flat = torch.cat([self.solo[r].train_idx[torch.cat(c)] for r, c in chunks.items()]).to(self.device)
+        parts = flat.split([sum(map(len, c)) for c in chunks.values()])
+        return {r: list(part.split([len(b) for b in c])) for (r, c), part in zip(chunks.items(), parts)}
+
+    def _rows(self, members: list[int]) -> torch.Tensor:
+        """``members`` as an index tensor on the device (made once per member list: no copy per step)."""
+        key = tuple(members)
+        if key not in self._row_cache:
+            self._row_cache[key] = torch.as_tensor(members, device=self.device)
+        return self._row_cache[key]
+
+    def evaluate(self, epoch: int) -> None:
+        """Per active replica, what the fold alone does after an epoch: score its validation subjects
+        (early stopping takes it out of the stack when its patience runs out) and, in oracle mode,
+        its test fold for the ORACLE outputs."""
+        if not any(len(t.val_idx) for t in self.solo) and not self.cfg.oracle:
+            return
+        for r in list(self.active):
+            t, row = self.solo[r], self.histories[r][-1]
+            self._load(r)
+            if t.validate(row, epoch):
+                self.active.remove(r)
+            t.score_test_ORACLE(row, epoch)
+
+    def _load(self, r: int) -> None:
+        """Put replica ``r``'s stacked weights and statistics into its own model."""
+        self.solo[r].model.load_state_dict({k: v[r] for k, v in {**self.params, **self.buffers}.items()}, strict=False)
 
     def _state(self) -> dict:
         return {
             "replicas": [(r.fold.name, r.index, r.seed) for r in self.replicas],
             "params": self.params, "buffers": self.buffers, "opt": self.opt, "steps": self.steps,
-            "gens": [t.gen.get_state() for t in self.solo], "rng": torch.get_rng_state(),
-            "histories": self.histories, "epoch": len(self.histories[0]),
+            "gens": [t.gen.get_state() for t in self.solo], "dropout_gens": [g.get_state() for g in self.drop_gens],
+            "best": [t.best.to_dict() for t in self.solo], "oracle": [t.oracle.to_dict() for t in self.solo],
+            "active": self.active, "histories": self.histories, "epoch": self.epochs_done,
         }
 
     def resume(self) -> None:
@@ -290,13 +424,22 @@ class StackedTrainer:
         ck = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
         if [tuple(x) for x in ck["replicas"]] != [(r.fold.name, r.index, r.seed) for r in self.replicas]:
             return
+        if "dropout_gens" not in ck:
+            logger.info(f"{self.name}: the checkpoint is from a mertool that drew dropout per group; starting over")
+            return
         self.params, self.buffers, self.opt, self.steps = ck["params"], ck["buffers"], ck["opt"], ck["steps"]
-        for t, g in zip(self.solo, ck["gens"]):
+        for t, g, best, oracle in zip(self.solo, ck["gens"], ck["best"], ck["oracle"]):
             t.gen.set_state(g.cpu())
-        torch.set_rng_state(ck["rng"].cpu())
-        self.histories, self.first_epoch = ck["histories"], ck["epoch"]
+            t.best, t.oracle = EarlyStop(**best), OracleBest(**oracle)
+        for gen, state in zip(self.drop_gens, ck["dropout_gens"]):
+            gen.set_state(state.cpu())
+        self.active, self.histories, self.first_epoch = ck["active"], ck["histories"], ck["epoch"]
         logger.info(f"resuming {self.name} from epoch {self.first_epoch + 1} "
                     f"({self.first_epoch} of {self.cfg.epochs} done)")
+
+    @property
+    def epochs_done(self) -> int:
+        return max(len(h) for h in self.histories)
 
     @property
     def name(self) -> str:
@@ -313,15 +456,14 @@ class StackedTrainer:
         seconds = (time.perf_counter() - start) / len(self.solo)
         out = []
         for r, t in enumerate(self.solo):
-            state = {k: v[r] for k, v in {**self.params, **self.buffers}.items()}
-            t.model.load_state_dict(state, strict=False)
+            self._load(r)
             t.history = self.histories[r]
-            result, weights = t.result(time.perf_counter() - seconds)
-            out.append((result, weights))
+            out.append(t.result(time.perf_counter() - seconds))
         return out
 
     def run(self) -> list[tuple[FoldResult, dict[str, torch.Tensor]]]:
-        """Train every replica for the epoch budget; one (result, final weights) per replica, in order."""
+        """Train every replica for the epoch budget (or until it stops early); one (result, final or
+        best-validation weights) per replica, in order."""
         start = time.perf_counter()
         self.setup()
         self.resume()
@@ -329,11 +471,14 @@ class StackedTrainer:
                            leave=False, progress=self.progress)
         try:
             for epoch in range(self.first_epoch, self.cfg.epochs):
+                if not self.active:
+                    break
                 self.train_epoch(epoch)
-                mean_loss = np.mean([h[-1]["train_loss"] for h in self.histories])
+                self.evaluate(epoch)
+                mean_loss = np.mean([h[-1]["train_loss"] for h in self.histories if h])
                 bar.set_postfix(loss=f"{mean_loss:.3f}", refresh=False)
                 bar.update()
-                last = epoch + 1 == self.cfg.epochs
+                last = not self.active or epoch + 1 == self.cfg.epochs
                 if self.checkpoint_path is not None and not last and (epoch + 1) % self.cfg.checkpoint_every == 0:
                     atomic_torch_save(self._state(), self.checkpoint_path)
         finally:

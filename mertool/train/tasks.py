@@ -28,7 +28,7 @@ from .devices import check_devices, device_map
 from .fold import FoldResult, FoldTrainer
 from .loso import Fold
 from .rundir import FoldDir
-from .stacked import Replica, StackedTrainer, auto_fold_batch, draws_random, stack_refusal
+from .stacked import Replica, StackedTrainer, auto_fold_batch, stack_refusal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,55 +160,48 @@ def _worker_count(cfg: TrainConfig, device: torch.device, pending: int) -> int:
     return min(jobs, max(pending, 1))
 
 
-def stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: list[Lane]) -> tuple[int, bool]:
-    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto; 0 back = train fold by
-    fold), and whether the seeds' replicas of a fold group share one stack.
+def stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: list[Lane]) -> int:
+    """Folds per stacked group (``cfg.fold_batch``, clamped; 0 = auto; 0 back = train fold by fold).
 
     An explicit ``fold_batch`` > 1 stacks even a lone fold (a group of one, as the last
     group of a whole run may be), so a job training some of a run's groups computes what
-    the whole run computes. Seeds share a stack only when the model draws no random
-    numbers in training (:func:`~mertool.train.stacked.draws_random`): then each seed's
-    results do not depend on the stack, else each seed is stacked on its own.
+    the whole run computes. Every seed's replicas of a fold group share one stack (each
+    replica's random streams are its own, :mod:`~mertool.train.stacked`).
     """
     folds = len({i for lane in lanes for i in lane.pending})
     replicas = sum(len(lane.pending) for lane in lanes)
     if cfg.fold_batch == 1 or replicas < (2 if cfg.fold_batch == 0 else 1):
-        return 0, False
-    why = stack_refusal(cfg, device, len(data.classes))
+        return 0
+    X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
+    why = stack_refusal(cfg, device, len(data.classes), X)
     if why is not None:
         logger.info(f"{cfg.model}: training fold by fold, not stacked ({why})")
-        return 0, False
-    X = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
-    mix = len(lanes) > 1 and not draws_random(cfg, X, len(data.classes))
+        return 0
     if len(lanes) > 1:
-        logger.info(f"{cfg.model}: " + ("the seeds' replicas of each fold group train in one stack" if mix else
-                    "each seed stacked on its own (the model draws random numbers in training, e.g. dropout, "
-                    "which depend on the stack)"))
-    per_fold = len(lanes) if mix else 1
+        logger.info(f"{cfg.model}: the {len(lanes)} seeds' replicas of each fold group train in one stack")
     if cfg.fold_batch == 0:
-        fit = auto_fold_batch(cfg, X, len(data.classes), device, folds * per_fold)
-        size = max(1, fit // per_fold) if fit > 1 else 0
-        logger.info(f"{cfg.model}: fold batch auto = {size} (of {folds} folds to train)")
-        size = size if size > 1 or mix else 0
-    else:
-        size = min(cfg.fold_batch, folds)
-        if size < cfg.fold_batch:
-            logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {folds} folds to train")
-    return size, mix
+        fit = auto_fold_batch(cfg, X, len(data.classes), device, folds * len(lanes))
+        size = fit // len(lanes) if fit > 1 else 0
+        logger.info(f"{cfg.model}: fold batch auto = {size} (of {folds} folds to train"
+                    + (f", x {len(lanes)} seeds)" if len(lanes) > 1 else ")"))
+        return size if size > 1 or (size and len(lanes) > 1) else 0
+    size = min(cfg.fold_batch, folds)
+    if size < cfg.fold_batch:
+        logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {folds} folds to train")
+    return size
 
 
-def _stack_groups(lanes: list[Lane], size: int, mix: bool) -> list[list[tuple[int, int]]]:
+def _stack_groups(lanes: list[Lane], size: int) -> list[list[tuple[int, int]]]:
     """The tasks: each a list of ``(lane, fold index)`` replicas; the pending folds in groups of
-    ``size`` consecutive ones (each replica alone when ``size`` is 0), all lanes' replicas of a
-    group together when ``mix``, else each lane's apart."""
+    ``size`` consecutive ones, every lane's replicas of a group together (each replica alone when
+    ``size`` is 0)."""
     if not size:
         return [[(lane, i)] for lane, run in enumerate(lanes) for i in run.pending]
+    folds = sorted({i for lane in lanes for i in lane.pending})
     tasks = []
-    for members in [list(range(len(lanes)))] if mix else [[lane] for lane in range(len(lanes))]:
-        folds = sorted({i for lane in members for i in lanes[lane].pending})
-        for s in range(0, len(folds), size):
-            chunk = set(folds[s : s + size])
-            tasks.append([(lane, i) for lane in members for i in lanes[lane].pending if i in chunk])
+    for s in range(0, len(folds), size):
+        chunk = set(folds[s : s + size])
+        tasks.append([(lane, i) for lane in range(len(lanes)) for i in lanes[lane].pending if i in chunk])
     return tasks
 
 
@@ -259,8 +252,8 @@ def train_tasks(
     """Train the lanes' pending folds: in stacked groups (:func:`_stack_groups`), or one by one;
     the tasks go to worker processes with ``jobs`` > 1, to one worker process per device with
     ``devices`` (:func:`~mertool.train.devices.device_map`), and to the cluster with ``--scheduler``."""
-    size, mix = stack_size(cfg, device, data, lanes)
-    tasks = _stack_groups(lanes, size, mix)
+    size = stack_size(cfg, device, data, lanes)
+    tasks = _stack_groups(lanes, size)
     devices = check_devices(cfg.devices) if len(cfg.devices) > 1 else []
     jobs = len(devices) or _worker_count(cfg, device, len(tasks))
     local = jobs == 1 and scheduler() is None
