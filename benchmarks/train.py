@@ -16,6 +16,8 @@ Usage::
     python benchmarks/train.py --models offtanet --subjects 49 --per-subject 6 --jobs 1 2
     python benchmarks/train.py --device cuda         # GPU (AMP on)
     python benchmarks/train.py --layouts --steps 10  # NCHW vs channels-last training, flow models
+    python benchmarks/train.py --fold-parallel       # sequential vs stacked folds (x seeds), flow models
+    python benchmarks/train.py --conv-forms          # R convolutions apart vs grouped vs batched matmul
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 
 from mertool.stages.stagefile import StageWriter
 from mertool.models import count_parameters, create_model, get_entry, list_models
+from mertool.models.flops import count_flops, example_inputs
 from mertool.device import resolve_device
 from mertool.train.config import GLOBAL_DEFAULTS, TrainConfig
 from mertool.train.fold import FoldTrainer
@@ -211,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the fold-parallel section: sequential vs stacked folds vs stacked x --seeds")
     ap.add_argument("--folds", type=int, default=0, help="fold-parallel: time the first N folds (0 = all)")
     ap.add_argument("--seeds", type=int, default=5, help="fold-parallel: seeds in the stacked x seeds run")
+    ap.add_argument("--conv-forms", action="store_true",
+                    help="only the convolution-forms section: R convolutions apart vs grouped vs batched matmul")
+    ap.add_argument("--replicas", type=int, default=8, help="conv forms: replicas (R)")
     ap.add_argument("--layouts", action="store_true",
                     help="only the memory-layout section: train samples/s in NCHW vs channels-last per thread count")
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="layouts: torch thread counts to time")
@@ -221,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.layouts:
         flow = [n for n in list_models() if get_entry(n).input.stage == "flow"]
         return layout_table(args.models or flow, device, args.steps, args.repeats, args.threads)
+    if args.conv_forms:
+        return conv_forms_table(device, args.replicas)
     if args.fold_parallel:
         return fold_parallel_table(args.models or list(PROTOCOLS), device, args.epochs, args.folds, args.seeds)
     names = args.models or list_models()
@@ -254,19 +262,87 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn, device: torch.device, repeats: int = 5) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def matmul_rate(device: torch.device) -> float:
+    """The device's measured fp32 matrix-multiply rate, FLOP/s (square products, median of 5)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    return 2 * n**3 / _median_seconds(lambda: a @ b, device)
+
+
+def train_flops(name: str) -> float:
+    """FLOPs of one training sample: 3 x the forward pass (the backward pass costs about twice the forward)."""
+    entry = get_entry(name)
+    return 3 * count_flops(create_model(name, num_classes=3), example_inputs(entry.input, batch=2), "flops").total
+
+
 def fold_parallel_table(names: list[str], device: torch.device, epochs: int, folds: int, seeds: int) -> int:
-    """Print the fold-parallel table (one row per model)."""
+    """Print the fold-parallel table (one row per model), with the share of the measured matmul rate reached."""
+    rate = matmul_rate(device)
     print(f"# torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}, fp32 matmul {rate / 1e9:.0f} GFLOP/s")
     print(f"| model | protocol (subjects, samples) | folds timed x epochs | sequential: s (samples/s) "
-          f"| stacked folds: s (samples/s) | stacked x {seeds} seeds: s (samples/s) | speed-up (stacked, per seed) |")
-    print("|---" * 7 + "|")
+          f"| stacked folds: s (samples/s) | stacked x {seeds} seeds: s (samples/s) | speed-up (stacked, per seed) "
+          f"| % of matmul rate (sequential, stacked, x seeds) |")
+    print("|---" * 8 + "|")
     for name in names:
         r = fold_parallel(name, device, epochs, folds, seeds)
-        w = r["train_samples"]
-        print(f"| {name} | {PROTOCOLS[name]} | {r['folds']} x {epochs} | {r['seq']:.1f} ({w / r['seq']:.0f}) "
-              f"| {r['stacked']:.1f} ({w / r['stacked']:.0f}) | {r['seeds']:.1f} ({seeds * w / r['seeds']:.0f}) "
-              f"| {r['seq'] / r['stacked']:.2f}x, {seeds * r['seq'] / r['seeds']:.2f}x |", flush=True)
+        w, flops = r["train_samples"], train_flops(name)
+        sps = [w / r["seq"], w / r["stacked"], seeds * w / r["seeds"]]
+        share = ", ".join(f"{100 * x * flops / rate:.1f}" for x in sps)
+        print(f"| {name} | {PROTOCOLS[name]} | {r['folds']} x {epochs} | {r['seq']:.1f} ({sps[0]:.0f}) "
+              f"| {r['stacked']:.1f} ({sps[1]:.0f}) | {r['seeds']:.1f} ({sps[2]:.0f}) "
+              f"| {r['seq'] / r['stacked']:.2f}x, {seeds * r['seq'] / r['seeds']:.2f}x | {share} |", flush=True)
+    return 0
+
+
+#: Convolutions of the flow models (batch, in, out, side): STSTNet's widest branch at 28 px,
+#: Off-TANet's stem at 112 px and a residual-block convolution at 56 px.
+CONV_SHAPES = {"ststnet branch": (256, 3, 8, 28), "offtanet stem": (64, 3, 8, 112), "offtanet block": (64, 16, 16, 56)}
+
+
+def conv_forms_table(device: torch.device, replicas: int) -> int:
+    """Forward + backward of ``replicas`` 3x3 convolutions three ways: one after another, as one grouped
+    convolution (what ``vmap`` over stacked weights runs, and a grouped-convolution K-replica model would),
+    and as im2col + one batched matmul (its matmul only, the im2col left out)."""
+    print(f"# torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
+          f"load average {os.getloadavg()[0]:.1f}, {replicas} replicas")
+    print("| convolution | batch, in -> out, side | apart ms | grouped ms (speed-up) | batched matmul ms (speed-up) |")
+    print("|---" * 5 + "|")
+    for label, (b, c, o, side) in CONV_SHAPES.items():
+        def leaf(*shape):
+            return torch.randn(*shape, device=device, requires_grad=True)
+
+        xs, ws = [leaf(b, c, side, side) for _ in range(replicas)], [leaf(o, c, 3, 3) for _ in range(replicas)]
+        xg, wg = leaf(b, replicas * c, side, side), leaf(replicas * o, c, 3, 3)
+        xm, wm = leaf(replicas, b * side * side, 9 * c), leaf(replicas, 9 * c, o)
+
+        def apart():
+            for x, w in zip(xs, ws):
+                F.conv2d(x, w, padding=1).sum().backward()
+
+        times = [_median_seconds(f, device) for f in (
+            apart, lambda: F.conv2d(xg, wg, padding=1, groups=replicas).sum().backward(),
+            lambda: torch.bmm(xm, wm).sum().backward())]
+        print(f"| {label} | {b}, {c} -> {o}, {side} | {1e3 * times[0]:.1f} | "
+              + " | ".join(f"{1e3 * t:.1f} ({times[0] / t:.2f}x)" for t in times[1:]) + " |", flush=True)
     return 0
 
 

@@ -147,9 +147,10 @@ def test_cuda_dropout_streams_do_not_depend_on_the_stack():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_stacked_epoch_syncs_per_epoch_not_per_step():
+@pytest.mark.parametrize("stacked", [True, False])
+def test_cuda_epoch_syncs_per_epoch_not_per_step(stacked):
     """The host waits for the GPU a fixed number of times per epoch (index copy, the epoch's sums), however
-    many steps the epoch has (CUDA's sync debug mode counts the waits)."""
+    many steps the epoch has (CUDA's sync debug mode counts the waits); stacked and fold by fold."""
     import warnings
 
     waits = []
@@ -157,8 +158,12 @@ def test_cuda_stacked_epoch_syncs_per_epoch_not_per_step():
         X, y, folds, cfg, k = _setup("ststnet-fast", epochs=2, batch_size=batch_size, optimizer="sgd",
                                      augment="flow_hflip")
         gpu = torch.device("cuda")
-        trainer = StackedTrainer({key: v.to(gpu) for key, v in X.items()}, y,
-                                 [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, k, gpu, encoding="signed")
+        X = {key: v.to(gpu) for key, v in X.items()}
+        if stacked:
+            trainer = StackedTrainer(X, y, [Replica(f, i, 0) for i, f in enumerate(folds)], cfg, k, gpu,
+                                     encoding="signed")
+        else:
+            trainer = FoldTrainer(X, y, folds[0], 0, cfg, k, gpu, encoding="signed")
         trainer.setup()
         trainer.train_epoch(0)  # the first epoch makes the member index tensors
         torch.cuda.set_sync_debug_mode("warn")

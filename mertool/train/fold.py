@@ -298,10 +298,11 @@ class FoldTrainer:
         # Sums stay on the device: no GPU sync per batch.
         total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         chunks = _batches(len(self.train_idx), cfg.batch_size, self.gen, cfg.shuffle)
-        for step, chunk in enumerate(chunks):
-            idx = self.train_idx[chunk]
+        # The epoch's sample indices go to the device in one copy: the steps copy nothing from the host.
+        order = self.train_idx[torch.cat(chunks)].to(device)
+        for step, idx in enumerate(order.split([len(c) for c in chunks])):
             batch = self.augment(_gather(self.X, idx, self.fmt), self.gen)
-            target = self.y_dev[idx.to(device)]
+            target = self.y_dev[idx]
             with self._autocast():
                 logits, aux = _forward(model, batch)
                 loss = F.cross_entropy(logits.float(), target, weight=self.weight)
