@@ -349,3 +349,19 @@ def test_minmax_byte_helper_matches_hand_example():
     a = np.array([[[[-1.0, 0.0], [1.0, 3.0]]]], np.float32)  # one image, one channel: min -1, max 3
     assert _minmax_byte(a).tolist() == [[[[0.0, 64.0], [128.0, 255.0]]]]  # 255/4 = 63.75 -> 64, 127.5 -> 128
     assert math.isclose(float(_minmax_byte(np.zeros((1, 1, 2, 2), np.float32)).max()), 0.0)
+
+
+@pytest.mark.parametrize("flag,expected", [("--no-shuffle", False), ("--shuffle", True), (None, True)])
+def test_cli_shuffle_flag_overrides_the_recipe(tmp_path, flag, expected):
+    """`--shuffle/--no-shuffle` sets the batch order; without it the recipe decides (ststnet-fast: shuffled)."""
+    import yaml
+
+    from mertool.cli.main import cli
+    from train_fixtures import synthetic_flow, write_flow_h5
+
+    x, labels, subjects = synthetic_flow(n_subjects=3, per_subject=6, size=28)
+    flow = write_flow_h5(tmp_path / "f.h5", x, labels, subjects)
+    run = tmp_path / "run"
+    argv = ["train", str(flow), "--model", "ststnet-fast", "--epochs", "1", "-q", "--device", "cpu", "-o", str(run)]
+    assert cli(argv + ([flag] if flag else [])) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["shuffle"] is expected

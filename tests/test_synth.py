@@ -197,9 +197,12 @@ def test_resume_after_an_interrupted_run(tmp_path):
 def test_cli_synth_reads_a_yaml_config_and_flags_override_it(tmp_path):
     config = tmp_path / "synth.yaml"
     config.write_text("subjects: 2\nper-class: 1\nframes: 9\nclasses: [sadness, disgust]\namplitude: [0.5, 0.7]\naxis: 0\n")
-    assert cli(["synth", "-o", str(tmp_path / "set"), "--config", str(config), "--frames", "8"]) == 0
+    assert cli(["synth", "-o", str(tmp_path / "set"), "--config", str(config), "--frames", "8", "--apex-at", "0.7,0.8"]) == 0
     info = json.loads((tmp_path / "set" / "synth.json").read_text())
     p = info["params"]
+    assert p["apex_at"] == [0.7, 0.8]
+    for c in info["clips"].values():  # the apex lies in 0.7..0.8 of onset..offset (rounded to a frame)
+        assert 0.7 * (c["offset"] - c["onset"]) - 0.5 <= c["apex"] - c["onset"] <= 0.8 * (c["offset"] - c["onset"]) + 0.5
     assert (p["subjects"], p["per_class"], p["frames"], p["axis"]) == (2, 1, 8, 0)
     assert p["classes"] == ["sadness", "disgust"] and p["amplitude"] == [0.5, 0.7]
     assert all(0.5 <= c["amplitude_px"] <= 0.7 for c in info["clips"].values())
@@ -224,6 +227,8 @@ def test_cli_synth_writes_the_set_and_rejects_bad_input(tmp_path, capsys):
         (["--classes", "surprise"], "at least two"),
         (["--amplitude", "3,1"], "amplitude"),
         (["--amplitude", "a,b"], "--amplitude"),
+        (["--apex-at", "0.7,0.3"], "apex_at"),
+        (["--apex-at", "x"], "--apex-at"),
         (["--frames", "3"], "frames"),
         (["--subjects", "0"], "subjects"),
     ]

@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         blink: Optional[float] = typer.Option(None, "--blink", help="Probability of a blink per clip [default: 0.3]."),
         noise: Optional[str] = typer.Option(None, "--noise", help="LO,HI sensor-noise sd per subject, grey levels [default: 0.5,2.0]."),
         image_format: Optional[str] = typer.Option(None, "--format", help="jpg (quality 95) or png [default: jpg]."),
+        apex_at: Optional[str] = typer.Option(
+            None, "--apex-at", help="LO,HI: the apex falls uniformly in this fraction of onset..offset [default: 0.35,0.6]."
+        ),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
@@ -64,6 +67,7 @@ def register(app: typer.Typer) -> None:
             blink=blink,
             noise=parse_range(noise, "--noise") if noise is not None else None,
             image_format=image_format,
+            apex_at=parse_range(apex_at, "--apex-at") if apex_at is not None else None,
         )
         manifest = generate(out, cfg, jobs=jobs, overwrite=overwrite)
         counts = Counter(p.label for p in plan(cfg))

@@ -30,6 +30,7 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay [default: the model's]."),
     lr_step: Optional[int] = typer.Option(None, "--lr-step", help="Multiply the lr by --lr-gamma every N epochs, 0 = constant [default: the model's]."),
     lr_gamma: Optional[float] = typer.Option(None, "--lr-gamma", help="Step-decay factor [default: the model's]."),
+    shuffle: Optional[bool] = typer.Option(None, "--shuffle/--no-shuffle", help="A new random batch order every epoch, or the samples' own order, fixed [default: the model's; STSTNet's release: fixed]."),
     augment: Optional[str] = typer.Option(None, "--augment", help="none | hflip | flow_hflip [default: the model's]."),
     class_balanced: Optional[bool] = typer.Option(None, "--class-balanced/--no-class-balanced", help="Inverse-frequency class weights in the loss [default: off]."),
     early_stopping: Optional[bool] = typer.Option(None, "--early-stopping/--no-early-stopping", help="Stop on validation loss; validation = held-out TRAINING subjects [default: off]."),
@@ -74,7 +75,7 @@ def train(
         raise UsageError("no features file given (e.g. mertool train work/flow.h5 --model offtanet)")
     overrides = dict(
         model=model, scheme=scheme, k=k, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-        weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, augment=augment, class_balanced=class_balanced, early_stopping=early_stopping,
+        weight_decay=weight_decay, lr_step=lr_step, lr_gamma=lr_gamma, shuffle=shuffle, augment=augment, class_balanced=class_balanced, early_stopping=early_stopping,
         val_fraction=val_fraction, patience=patience, oracle=oracle, min_class_samples=min_class_samples,
         seed=seed, device=device, jobs=jobs, weights=str(weights) if weights else None,
         test_subjects=[s.strip() for s in test_subjects.split(",") if s.strip()] if test_subjects else None,
