@@ -83,8 +83,7 @@ def step_speed(name: str, device: torch.device, steps: int, channels_last: bool 
         opt.step()
 
     def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
 
     model.train()
     train_step()

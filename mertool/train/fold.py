@@ -150,6 +150,18 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool 
     return chunks
 
 
+def _device_batches(
+    runs: list[tuple[torch.Tensor, list[torch.Tensor]]], device: torch.device
+) -> list[list[torch.Tensor]]:
+    """Batches of sample indices on ``device``: for each ``(train_idx, chunks)`` (chunks as
+    :func:`_batches` gives them, positions into ``train_idx``) its batches, all moved in one
+    host-to-device copy, so that the steps of an epoch copy nothing from the host (a GPU
+    would make the host wait at each copy)."""
+    flat = torch.cat([idx[torch.cat(chunks)] for idx, chunks in runs]).to(device)
+    parts = flat.split([sum(map(len, chunks)) for _, chunks in runs])
+    return [list(part.split([len(c) for c in chunks])) for part, (_, chunks) in zip(parts, runs)]
+
+
 def _gather(X: dict[str, torch.Tensor], idx: torch.Tensor, fmt: torch.memory_format) -> dict[str, torch.Tensor]:
     """The rows ``idx`` of every input; image batches (4-d) in memory format ``fmt``."""
     out = {}
@@ -298,9 +310,7 @@ class FoldTrainer:
         # Sums stay on the device: no GPU sync per batch.
         total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         chunks = _batches(len(self.train_idx), cfg.batch_size, self.gen, cfg.shuffle)
-        # The epoch's sample indices go to the device in one copy: the steps copy nothing from the host.
-        order = self.train_idx[torch.cat(chunks)].to(device)
-        for step, idx in enumerate(order.split([len(c) for c in chunks])):
+        for step, idx in enumerate(_device_batches([(self.train_idx, chunks)], device)[0]):
             batch = self.augment(_gather(self.X, idx, self.fmt), self.gen)
             target = self.y_dev[idx]
             with self._autocast():

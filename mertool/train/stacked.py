@@ -51,7 +51,9 @@ from ..log import logger, progress_bar
 from ..models import create_model, get_entry
 from .config import TrainConfig
 from .devices import amp_mode
-from .fold import EarlyStop, FoldResult, FoldTrainer, OracleBest, _batches, fold_seed, model_hook
+from .fold import (
+    EarlyStop, FoldResult, FoldTrainer, OracleBest, _batches, _device_batches, fold_seed, model_hook,
+)
 from .loso import Fold
 
 #: Input stages whose models the stacked engine trains (small networks on flow maps).
@@ -122,7 +124,9 @@ class DropoutCall:
     p: float
 
 
-def dropout_calls(model: nn.Module, batch: dict[str, torch.Tensor], autocast=contextlib.nullcontext) -> list[DropoutCall]:
+def dropout_calls(
+    model: nn.Module, batch: dict[str, torch.Tensor], autocast=contextlib.nullcontext
+) -> list[DropoutCall]:
     """The ``nn.Dropout`` calls (p > 0) of one training forward pass of ``model`` on ``batch``, in order.
 
     The pass runs on a copy of the model, without gradients, under ``autocast()``, and leaves
@@ -377,12 +381,11 @@ class StackedTrainer:
 
     def _epoch_batches(self) -> dict[int, list[torch.Tensor]]:
         """Each active replica's batches of this epoch (its own order, from its own generator) as sample
-        indices on the device, moved there in one copy: the steps then copy nothing from the host."""
-        chunks = {r: _batches(len(self.solo[r].train_idx), self.cfg.batch_size, self.solo[r].gen, self.cfg.shuffle)
-                  for r in self.active}
-        flat = torch.cat([self.solo[r].train_idx[torch.cat(c)] for r, c in chunks.items()]).to(self.device)
-        parts = flat.split([sum(map(len, c)) for c in chunks.values()])
-        return {r: list(part.split([len(b) for b in c])) for (r, c), part in zip(chunks.items(), parts)}
+        indices on the device, all moved there in one copy (:func:`~mertool.train.fold._device_batches`)."""
+        runs = [(self.solo[r].train_idx,
+                 _batches(len(self.solo[r].train_idx), self.cfg.batch_size, self.solo[r].gen, self.cfg.shuffle))
+                for r in self.active]
+        return dict(zip(self.active, _device_batches(runs, self.device)))
 
     def _rows(self, members: list[int]) -> torch.Tensor:
         """``members`` as an index tensor on the device (made once per member list: no copy per step)."""
