@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -282,6 +283,12 @@ class StackedTrainer:
         template = _fp32_batchnorm(first.model) if first.use_amp else copy.deepcopy(first.model)
         self.dropouts = dropout_calls(template, {k: v[:2] for k, v in self.X.items()}, first._autocast)
         self.template = _mask_dropouts(template)
+        self.draw_runs: list[list[DropoutCall]] = []  # consecutive dropout calls with the same p
+        for c in self.dropouts:
+            if self.draw_runs and self.draw_runs[-1][0].p == c.p:
+                self.draw_runs[-1].append(c)
+            else:
+                self.draw_runs.append([c])
         params, buffers = stack_module_state([t.model for t in self.solo])
         self.params = {k: v.detach() for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
@@ -316,10 +323,20 @@ class StackedTrainer:
 
     def _masks(self, members: list[int], n: int) -> dict[str, torch.Tensor]:
         """This step's dropout masks (buffer name -> members x n x ...), each replica's from its own stream,
-        layer by layer in the order its forward pass calls them (the order the fold alone draws them in)."""
-        per = [[torch.empty((n, *c.shape), dtype=c.dtype, device=self.device)
-                .bernoulli_(1 - c.p, generator=self.drop_gens[r]).div_(1 - c.p) for c in self.dropouts]
-               for r in members]
+        layer by layer in the order its forward pass calls them (the order the fold alone draws them in).
+
+        Consecutive layers with the same p are drawn in one call per replica (one kernel on a GPU, not
+        one per layer): on the CPU one draw of the summed size gives what the draws one after another give.
+        """
+        per = []
+        for r in members:
+            masks = []
+            for run in self.draw_runs:
+                keep = 1 - run[0].p
+                sizes = [n * math.prod(c.shape) for c in run]
+                flat = torch.empty(sum(sizes), device=self.device).bernoulli_(keep, generator=self.drop_gens[r])
+                masks += [part.view(n, *c.shape).to(c.dtype).div_(keep) for part, c in zip(flat.split(sizes), run)]
+            per.append(masks)
         return {f"{c.name}.mask": torch.stack([masks[j] for masks in per]) for j, c in enumerate(self.dropouts)}
 
     def _step(self, members: list[int], batches: list[dict], targets: torch.Tensor, lr: float):
