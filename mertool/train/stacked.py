@@ -339,13 +339,13 @@ class StackedTrainer:
             per.append(masks)
         return {f"{c.name}.mask": torch.stack([masks[j] for masks in per]) for j, c in enumerate(self.dropouts)}
 
-    def _step(self, members: list[int], batches: list[dict], targets: torch.Tensor, lr: float):
-        """One optimizer step of the replicas ``members`` on their own batches; returns (loss, logits) per member."""
+    def _step(self, members: list[int], batch: dict[str, torch.Tensor], targets: torch.Tensor, lr: float):
+        """One optimizer step of the replicas ``members`` on their own batches (``batch``: members x n x ...);
+        returns (loss, logits) per member."""
         whole = members == list(range(len(self.solo)))
         idx = self._rows(members)
         sub = (lambda d: d) if whole else (lambda d: {k: v[idx] for k, v in d.items()})
         params, buffers = sub(self.params), sub(self.buffers)
-        batch = {k: torch.stack([b[k] for b in batches]) for k in batches[0]}
         masks = self._masks(members, targets.shape[1])
         grads, (loss, logits) = self._grad(params, {**buffers, **masks}, batch, targets, self.weights[idx])
         self.steps[idx] += 1
@@ -380,14 +380,11 @@ class StackedTrainer:
                 if step < len(c):
                     by_size.setdefault(len(c[step]), []).append(r)
             for n, members in by_size.items():
-                batches, targets = [], []
+                idx = torch.stack([chunks[r][step] for r in members])  # members x n, on the device
+                batch, targets = self._gather(members, idx), self.solo[0].y_dev[idx]
                 for r in members:
-                    t, idx = self.solo[r], chunks[r][step]
-                    batches.append(t.augment({k: v[idx.to(v.device)] for k, v in self.X.items()}, t.gen))
-                    targets.append(t.y_dev[idx])
                     seen[r] += n
-                targets = torch.stack(targets)
-                loss, logits = self._step(members, batches, targets, lr)
+                loss, logits = self._step(members, batch, targets, lr)
                 rows = self._rows(members)
                 loss_sum.index_add_(0, rows, loss.detach().float() * n)
                 correct.index_add_(0, rows, (logits.argmax(2) == targets).sum(1))
@@ -395,6 +392,16 @@ class StackedTrainer:
         for r, n in seen.items():
             self.histories[r].append({"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum[r] / n,
                                       "train_acc": correct[r] / n})
+
+    def _gather(self, members: list[int], idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The members' batches (``idx``: members x n sample indices), stacked: members x n x ...;
+        with an augmentation, each replica's drawn from its own generator, as the fold alone draws it."""
+        batch = {k: v[idx.to(v.device)] for k, v in self.X.items()}
+        if self.cfg.augment == "none":
+            return batch
+        views = [self.solo[r].augment({k: b[j] for k, b in batch.items()}, self.solo[r].gen)
+                 for j, r in enumerate(members)]
+        return {k: torch.stack([v[k] for v in views]) for k in batch}
 
     def _epoch_batches(self) -> dict[int, list[torch.Tensor]]:
         """Each active replica's batches of this epoch (its own order, from its own generator) as sample
