@@ -218,3 +218,28 @@ def test_help_has_example(capsys):
     assert cli(["pairs", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Example:" in out and "--missing-apex" in out
+
+
+def test_pixels_outside_the_validity_mask_are_zeroed_or_kept(tmp_path):
+    """A face cut by the frame's edge: the similarity crop reaches past the image, align records which
+    pixels came from it; pairs zeroes the others in both frames (default) or keeps align's fill."""
+    from crop_fixtures import tight_face, write_clips
+
+    from mertool.stages.align import AlignConfig, run_align
+
+    face = np.ascontiguousarray(tight_face()[:, 50:])
+    samples = write_clips(tmp_path, {"cut": [np.roll(face, k, axis=0) for k in range(4)]}, dataset="my-lab")
+    aligned = run_align(samples, tmp_path / "a.h5", AlignConfig(size=64, margin=0.3), progress=False).path
+    valid = open_stage(aligned).sample("cut", ["valid"])["valid"]
+    inside = cv2.resize(valid.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA) > 0.999
+    assert 0.2 < inside.mean() < 0.9
+    base = ["pairs", str(aligned), "--size", "32", "--missing-apex", "middle"]
+    assert cli([*base, "-o", str(tmp_path / "z.h5")]) == 0
+    assert cli([*base, "-o", str(tmp_path / "k.h5"), "--invalid", "keep"]) == 0
+    zero, keep = open_stage(tmp_path / "z.h5"), open_stage(tmp_path / "k.h5")
+    assert zero.params["invalid"] == "zero" and keep.params["invalid"] == "keep" and zero.key != keep.key
+    for name in ("onset", "apex"):
+        z, k = zero.array(name)[0], keep.array(name)[0]
+        assert (z[:, ~inside] == 0).all() and k[:, ~inside].max() > 0
+        np.testing.assert_array_equal(z[:, inside], k[:, inside])
+    assert cli([*base, "-o", str(tmp_path / "bad.h5"), "--invalid", "blank"]) == 2

@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
             None, "--missing-apex",
             help=f"Clips without an apex: skip or middle (middle frame) [default: {_D.missing_apex}].",
         ),
+        invalid: Optional[str] = typer.Option(
+            None, "--invalid",
+            help="zero or keep: pixels that came from outside the source image (align's validity mask) set to 0 "
+            f"in both frames, or kept [default: {_D.invalid}].",
+        ),
         config: Optional[Path] = ConfigOption,
         jobs: int = JobsOption,
         overwrite: bool = OverwriteOption,
@@ -38,6 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Stack each clip's aligned onset and apex frames (N x 3 x S x S uint8) with its meta and AUs."""
         setup_cli_logging()
-        cfg = resolve_config(PairsConfig, config, "pairs", for_model, size=size, missing_apex=missing_apex)
+        cfg = resolve_config(PairsConfig, config, "pairs", for_model, size=size, missing_apex=missing_apex,
+                             invalid=invalid)
         result = run_pairs(aligned, out, cfg, samples_csv=samples, jobs=jobs, overwrite=overwrite, preview=preview)
         typer.echo(result.summary("onset/apex pairs"))

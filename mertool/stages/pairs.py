@@ -8,6 +8,10 @@ The apex frame is the aligned file's, or the ``--samples`` CSV's where that know
 (the one policy of :mod:`mertool.stages._driver`). A clip whose apex is unknown (-1)
 fails with its reason (listed by ``mertool info``), or takes the middle of its aligned
 frames with ``missing_apex="middle"`` (then ``apex_source`` is ``"middle"``).
+
+Where the aligned clip has a validity mask (``valid``), pixels that came from outside the
+source image are set to 0 in both frames (``invalid="zero"``, as flow and dynimg do), or
+kept as align filled them (``invalid="keep"``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from ..config import StageConfig
 from ..errors import MertoolError
 from ..io import safe_name
 from ..log import logger
+from ..preprocess.align import INVALID_MODES, resize_mask
 from ..preprocess.pairs import MISSING_APEX, select_pair, to_chw
 from ..preprocess.render import frame_tile, labelled
 from ._driver import Case, StageResult, apex_overrides, case_meta, inputs_of, run_stage
@@ -42,16 +47,22 @@ class PairsConfig(StageConfig):
         Output side in pixels (frames are resized when the aligned size differs).
     missing_apex : str
         ``"skip"`` clips whose apex is unknown, or take the ``"middle"`` frame.
+    invalid : {"zero", "keep"}
+        Pixels from outside the source image (the aligned clip's validity mask): set to
+        0, or kept.
     """
 
     size: int = 224
     missing_apex: str = "skip"
+    invalid: str = "zero"
 
     def validate(self) -> None:
         if not isinstance(self.size, int) or not 16 <= self.size <= 1024:
             raise MertoolError(f"size must be an integer in 16..1024, got {self.size!r}")
         if self.missing_apex not in MISSING_APEX:
             raise MertoolError(f"missing_apex must be one of {', '.join(MISSING_APEX)}, got {self.missing_apex!r}")
+        if self.invalid not in INVALID_MODES:
+            raise MertoolError(f"invalid must be one of {', '.join(INVALID_MODES)}, got {self.invalid!r}")
 
 
 def compute_pair(
@@ -63,12 +74,17 @@ def compute_pair(
     flight are in memory. Module-level (options passed by keyword) so that it pickles
     to worker processes.
     """
-    clip = source.sample(case.sample_id, ["frames", "frame_numbers"])
+    masked = config.invalid == "zero" and "valid" in source.array_names()
+    clip = source.sample(case.sample_id, ["frames", "frame_numbers"] + (["valid"] if masked else []))
     apex = int(case.meta.get("apex", -1))
     onset_frame, apex_frame, used = select_pair(
         clip["frames"], clip["frame_numbers"], int(case.meta["onset"]), apex, config.missing_apex
     )
     arrays = {"onset": to_chw(onset_frame, config.size), "apex": to_chw(apex_frame, config.size)}
+    if masked:
+        outside = ~resize_mask(clip["valid"], config.size)
+        for image in arrays.values():
+            image[:, outside] = 0
     return arrays, {"apex": used, "apex_source": "middle" if used != apex else str(case.meta.get("apex_source", ""))}
 
 
