@@ -180,7 +180,7 @@ def stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: l
     if len(lanes) > 1:
         logger.info(f"{cfg.model}: the {len(lanes)} seeds' replicas of each fold group train in one stack")
     if device.type == "cpu":
-        logger.info(f"{cfg.model}: on a CPU a stack trains slower than fold by fold (0.3-0.6x measured, "
+        logger.info(f"{cfg.model}: on a CPU a stack trains slower than fold by fold (0.2-0.5x measured, "
                     "benchmarks/README.md); --jobs N spreads folds over cores instead")
     if cfg.fold_batch == 0:
         fit = auto_fold_batch(cfg, X, len(data.classes), device, folds * len(lanes))
