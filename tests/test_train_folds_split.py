@@ -117,6 +117,27 @@ def test_folds_jobs_and_collect_equal_one_whole_run(flow_file, tmp_path, capsys)
     assert json.loads(capsys.readouterr().out) == json.loads((run / "metrics.json").read_text())
 
 
+def test_collect_from_another_folder_finds_the_features_by_their_absolute_path(flow_file, tmp_path, capsys,
+                                                                             monkeypatch):
+    """Jobs given a relative features path; --collect run from elsewhere still finds the file."""
+    whole = _whole(flow_file, tmp_path)
+    monkeypatch.chdir(flow_file.parent)
+    run = tmp_path / "split"
+    for folds in ("s1,s2,s3", "s4,s5"):
+        assert cli(["train", flow_file.name, *QUICK, "-o", str(run), "--folds", folds]) == 0
+    assert json.loads((run / "run.json").read_text())["inputs"][0]["path"] == flow_file.name
+    (run / "metrics.json").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli(["train", "--collect", str(run)]) == 0
+    assert _outputs(run) == whole
+    flow_file.rename(tmp_path / "moved.h5")  # neither path leads to it now
+    capsys.readouterr()
+    assert cli(["train", "--collect", str(run)]) == 1
+    assert "not found; collect from the folder the jobs ran in" in capsys.readouterr().err
+
+
 def test_a_job_with_other_parameters_is_refused(flow_file, tmp_path, capsys):
     run = tmp_path / "split"
     assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--fold-index", "1/2"]) == 0

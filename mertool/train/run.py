@@ -190,7 +190,7 @@ def _run_info(features: str, cfg: TrainConfig, data: TrainData, folds: list[Fold
         "mertool_version": __version__,
         "torch_version": torch.__version__,
         "seed": cfg.seed,
-        "inputs": [{"path": features, "key": data.key}],
+        "inputs": [{"path": features, "abspath": str(Path(features).resolve()), "key": data.key}],
         "pipeline": pipeline_of(features),
         "classes": data.classes,
         "dropped_classes": data.dropped,
@@ -358,12 +358,14 @@ def _collect_one(run: RunDir) -> RunResult:
     info = run.info()
     cfg = resolve_recipe(TrainConfig(**run.config()))
     source = info["inputs"][0]
-    if not Path(source["path"]).is_file():
+    # the path as the jobs were given it (relative to their folder), else its absolute form (recorded since)
+    found = [p for p in (source["path"], source.get("abspath")) if p and Path(p).is_file()]
+    if not found:
         raise MertoolError(f"{run.path}: its features file {source['path']} (run.json) not found; collect from the "
                            "folder the jobs ran in")
-    data, folds = _data_and_folds(source["path"], cfg)
+    data, folds = _data_and_folds(found[0], cfg)
     if data.key != source["key"] or [f.name for f in folds] != info["folds"]:
-        raise MertoolError(f"{source['path']}: changed since the run's jobs read it; its folds cannot be pooled")
+        raise MertoolError(f"{found[0]}: changed since the run's jobs read it; its folds cannot be pooled")
     result = _pool(run, data, folds, cfg, info["params"], 0.0, resumed=len(folds))
     if result.missing:
         raise MertoolError(
