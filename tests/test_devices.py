@@ -92,6 +92,23 @@ def test_devices_cpu_cpu_equals_jobs_2_and_one_process(tmp_path, capsys):
     np.testing.assert_allclose(_probs(tmp_path / "stdevs"), _probs(tmp_path / "st"), atol=1e-4)
 
 
+def test_fold_batch_auto_with_devices_takes_what_fits_every_device(tmp_path, capsys, monkeypatch):
+    """`--fold-batch auto --devices A,B`: a group may go to either device, so the smaller fit counts."""
+    import mertool.train.tasks as tasks
+
+    asked = []
+
+    def fit(cfg, X, num_classes, device, most):
+        asked.append(device)
+        return (3, 2)[len(asked) - 1]  # the second device has room for fewer replicas
+
+    monkeypatch.setattr(tasks, "auto_fold_batch", fit)
+    flow = _flow28(tmp_path)
+    assert cli(["train", str(flow), "--model", "ststnet-fast", "--epochs", "1", "--devices", "cpu,cpu",
+                "--fold-batch", "auto", "-o", str(tmp_path / "r")]) == 0
+    assert asked == [CPU, CPU] and "fold batch auto = 2 (of 4 folds to train)" in capsys.readouterr().err
+
+
 def test_devices_are_not_part_of_the_identity():
     cfg = resolve_recipe(TrainConfig(model="ststnet-fast"))
     assert identity(dataclasses.replace(cfg, devices=["cpu", "cpu"]), "k") == identity(cfg, "k")

@@ -182,8 +182,9 @@ def stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: l
     if device.type == "cpu":
         logger.info(f"{cfg.model}: on a CPU a stack trains slower than fold by fold (0.2-0.5x measured, "
                     "benchmarks/README.md); --jobs N spreads folds over cores instead")
-    if cfg.fold_batch == 0:
-        fit = auto_fold_batch(cfg, X, len(data.classes), device, folds * len(lanes))
+    if cfg.fold_batch == 0:  # what fits every device a group may go to (--devices), or this one
+        targets = check_devices(cfg.devices) if len(cfg.devices) > 1 else [device]
+        fit = min(auto_fold_batch(cfg, X, len(data.classes), d, folds * len(lanes)) for d in targets)
         size = fit // len(lanes) if fit > 1 else 0
         logger.info(f"{cfg.model}: fold batch auto = {size} (of {folds} folds to train"
                     + (f", x {len(lanes)} seeds)" if len(lanes) > 1 else ")"))
