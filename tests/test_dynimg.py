@@ -666,3 +666,45 @@ def test_values_outside_the_validity_mask_are_zeroed_or_kept(tmp_path):
     assert (z[:, ~inside] == 0).all() and np.abs(k[:, ~inside]).max() > 0
     # min-max over the valid pixels only: they span 0..255 by themselves
     assert np.isclose(z[:, inside].min(), 0) and np.isclose(z[:, inside].max(), 255)
+
+
+def test_frame_mean_is_taken_over_the_valid_pixels():
+    """Hand-worked: valid pixels 1..4, invalid ones 100: the valid mean is 2.5, not (10 + 300) / 7."""
+    frame = np.full((2, 4, 1), 100.0)
+    frame[0, :, 0] = [1, 2, 3, 4]
+    valid = np.zeros((2, 4), bool)
+    valid[0] = True
+    np.testing.assert_allclose(subtract_frame_mean(frame, valid)[0, :, 0], [-1.5, -0.5, 0.5, 1.5])
+    np.testing.assert_allclose(subtract_frame_mean(frame)[0, :, 0], np.array([1, 2, 3, 4]) - 410 / 8)
+    with pytest.raises(ValueError, match="does not match"):
+        subtract_frame_mean(frame, np.ones((3, 3), bool))
+
+
+def test_frame_mean_dynamic_images_ignore_what_lies_outside_the_mask():
+    """Two clips that differ only outside the validity mask (flickering fill) give the same images with
+    frame_norm mean and invalid zero; with invalid keep the fill leaks in."""
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(0, 255, (7, 16, 16, 3))
+    valid = np.zeros((16, 16), bool)
+    valid[:, 4:] = True
+    other = clip.copy()
+    other[:, ~valid] = rng.uniform(0, 255, (7, 1, 3)) * 3  # a different fill per frame
+
+    def make(c, invalid):
+        return clip_dynamic_images([c], list(range(1, 8)), 1, 4, 7, frame_norm="mean", size=16, normalize="none",
+                                   valid=valid, invalid=invalid)[0]
+    np.testing.assert_allclose(make(clip, "zero"), make(other, "zero"), atol=1e-4)
+    assert not np.allclose(make(clip, "keep")[:, :, valid], make(other, "keep")[:, :, valid], atol=1e-2)
+
+
+@pytest.mark.parametrize("frame_norm,revised", [("mean", True), ("none", False)])
+def test_frame_mean_files_get_a_new_key_others_keep_theirs(aligned, tmp_path, frame_norm, revised):
+    """Files made with frame_norm mean and invalid zero before the valid-pixel means must not pass as up
+    to date: their key includes the stage's revision; every other key is computed as before."""
+    from mertool.config import config_hash
+
+    out = tmp_path / f"{frame_norm}.h5"
+    assert cli(["dynimg", str(aligned), "-o", str(out), "--size", "32", "--frame-norm", frame_norm]) == 0
+    sf = open_stage(out)
+    before = config_hash({"stage": "dynimg", "params": sf.params, "upstream": [u["key"] for u in sf.upstream()]})
+    assert (sf.plan_key != before) is revised

@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
         ),
         frame_norm: Optional[str] = typer.Option(
             None, "--frame-norm",
-            help=f"Per-frame preprocessing: none, or mean (subtract each frame's channel means) [default: {_D.frame_norm}].",
+            help="Per-frame preprocessing: none, or mean (subtract each frame's channel means, over the valid pixels "
+            f"with --invalid zero) [default: {_D.frame_norm}].",
         ),
         invalid: Optional[str] = typer.Option(
             None, "--invalid",

@@ -33,6 +33,8 @@ Everything here is pure (arrays in, arrays out, ``ValueError`` on bad input); th
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import cv2
@@ -257,9 +259,17 @@ def dynamic_image(
     return acc[0] if w.ndim == 1 else acc
 
 
-def subtract_frame_mean(frame: np.ndarray) -> np.ndarray:
-    """Per-frame preprocessing: remove each channel's spatial mean (brightness flicker)."""
-    return frame - frame.mean(axis=(0, 1), keepdims=True)
+def subtract_frame_mean(frame: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-frame preprocessing: remove each channel's spatial mean (brightness flicker).
+
+    With ``valid`` (H x W bool, the clip's validity mask) the means are taken over the valid
+    pixels only, so values align filled in from outside the source image do not shift them.
+    """
+    if valid is None or not valid.any():
+        return frame - frame.mean(axis=(0, 1), keepdims=True)
+    if valid.shape != frame.shape[:2]:
+        raise ValueError(f"validity mask {valid.shape} does not match the frame {frame.shape[:2]}")
+    return frame - frame[valid].mean(axis=0)
 
 
 def phase_dynamic_images(
@@ -393,7 +403,7 @@ def clip_dynamic_images(
         Weight family (see :func:`arp_weights`).
     frame_norm : {"none", "mean"}
         Per-frame preprocessing: ``mean`` removes each frame's channel means
-        (:func:`subtract_frame_mean`).
+        (:func:`subtract_frame_mean`; over the valid pixels with ``invalid="zero"``).
     size, channels, normalize
         Output side, 1 (gray) or 3 channels, and per-image rescaling (see
         :func:`to_model_input`).
@@ -419,6 +429,8 @@ def clip_dynamic_images(
     if "onset" not in phases and "offset" not in phases:
         apex = onset  # only "whole": the apex plays no part (and may be unknown, -1)
     weights = phase_weights(frame_numbers, onset, apex, offset, phases, kind)
-    dis = accumulate_chunks(chunks, weights, subtract_frame_mean if frame_norm == "mean" else None)
+    frame_mask = None if mask is None else np.asarray(mask, bool)
+    preprocess = functools.partial(subtract_frame_mean, valid=frame_mask) if frame_norm == "mean" else None
+    dis = accumulate_chunks(chunks, weights, preprocess)
     images = np.stack([to_model_input(d, size, channels, normalize, mask) for d in dis])
     return images, phase_frame_counts(frame_numbers, onset, apex, offset, phases)

@@ -6,8 +6,9 @@ clip is never in memory whole; the images are made by
 ``dynimg`` (N x P x C x S x S float32) and ``phase_frames`` (N x P int64, frames per
 phase), with the aligned file's meta (``apex`` / ``apex_source`` from ``--samples`` where
 it knows them). Where the aligned clip has a validity mask (``valid``), the images are
-normalised over its valid pixels and set to 0 outside them (``invalid="zero"``), or the
-mask is ignored (``invalid="keep"``); the choice is recorded with the other options.
+normalised over its valid pixels and set to 0 outside them (``invalid="zero"``; then
+``frame_norm="mean"`` also takes each frame's means over the valid pixels), or the mask is
+ignored (``invalid="keep"``); the choice is recorded with the other options.
 
 Every sample is checked before any work starts, and a bad one stops the stage with an
 error naming it: the clip must hold every frame onset..offset (not ``align --frames
@@ -230,7 +231,10 @@ def run_dynimg(
         raise MertoolError(f"{src}: holds no samples")
     phases = config.phase_list()
     metas, numbers = _plan(source, phases, apex_overrides(samples_csv, source.sample_ids))
-    writer = StageWriter(out, "dynimg", config.to_dict(), upstream=inputs_of(src, samples_csv), overwrite=overwrite)
+    # revision 1: frame_norm "mean" with invalid "zero" takes the frames' means over the valid pixels only
+    revision = int(config.frame_norm == "mean" and config.invalid == "zero")
+    writer = StageWriter(out, "dynimg", config.to_dict(), upstream=inputs_of(src, samples_csv), overwrite=overwrite,
+                         revision=revision)
 
     def draw(path: Path) -> None:
         write_previews(source, open_stage(path), preview, metas, numbers, phases)

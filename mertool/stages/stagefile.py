@@ -197,6 +197,10 @@ class StageWriter:
         :data:`DEFAULT_COMPRESSION` for a new file, and a finished file kept as it is.
         A finished file stored otherwise than asked is re-packed (see the module
         docstring).
+    revision : int
+        Part of the key when not 0: a stage passes a higher number for parameters whose
+        computation changed, so that files made before with the same parameters are not
+        taken as up to date.
 
     Raises
     ------
@@ -224,6 +228,7 @@ class StageWriter:
         fingerprints: Mapping[str, str] | None = None,
         wait: bool | None = None,
         compression: str | None = None,
+        revision: int = 0,
     ) -> None:
         self.out = Path(out)
         self._asked = None if compression is None else parse_compression(compression)
@@ -234,7 +239,8 @@ class StageWriter:
         self.upstream = [{"path": str(Path(p).resolve()), "key": file_key(p)} for p in upstream]
         self.config_hash = config_hash(params)
         self.plan_key = config_hash(
-            {"stage": stage, "params": params, "upstream": [u["key"] for u in self.upstream]}
+            {"stage": stage, "params": params, "upstream": [u["key"] for u in self.upstream],
+             **({"revision": revision} if revision else {})}
         )
         self.fingerprints = dict(fingerprints or {})
         self.key: str | None = None  # known once the file is finished
