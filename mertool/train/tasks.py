@@ -188,7 +188,7 @@ def stack_size(cfg: TrainConfig, device: torch.device, data: TrainData, lanes: l
         size = fit // len(lanes) if fit > 1 else 0
         logger.info(f"{cfg.model}: fold batch auto = {size} (of {folds} folds to train"
                     + (f", x {len(lanes)} seeds)" if len(lanes) > 1 else ")"))
-        return size if size > 1 or (size and len(lanes) > 1) else 0
+        return size if size * len(lanes) > 1 else 0  # one replica alone is not a stack
     size = min(cfg.fold_batch, folds)
     if size < cfg.fold_batch:
         logger.info(f"{cfg.model}: fold batch {cfg.fold_batch} clamped to the {folds} folds to train")
