@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -221,6 +222,8 @@ def test_cli_amp(tmp_path, capsys):
     base = ["train", str(flow), "--model", "ststnet-fast", "--epochs", "1", "-q", "--device", "cpu"]
     assert cli([*base, "--amp", "bf16", "-o", str(tmp_path / "bf16")]) == 0
     assert yaml.safe_load((tmp_path / "bf16" / "config.yaml").read_text())["amp"] == "bf16"
+    assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["precision"] == "bf16"  # recorded as run
+    assert "cpu,bf16" in (tmp_path / "bf16" / "folds.csv").read_text().splitlines()[1]
     capsys.readouterr()
     assert cli([*base, "--amp", "fp8", "-o", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

@@ -327,6 +327,7 @@ def test_cli_seeds_mean_sd_and_report(tmp_path, capsys):
     assert m["seeds"] == [0, 2] and m["uf1_per_seed"] == [p["uf1"] for p in per]
     assert m["uf1"] == pytest.approx(np.mean(m["uf1_per_seed"]))
     assert m["uf1_sd"] == pytest.approx(np.std(m["uf1_per_seed"], ddof=1))
+    assert m["precision"] == per[0]["precision"] == "fp32"  # stacked folds record theirs too
     capsys.readouterr()
     assert cli(["report", str(run), "--format", "csv"]) == 0
     out = capsys.readouterr().out

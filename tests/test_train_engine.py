@@ -263,6 +263,9 @@ def test_cuda_run(flow_file, tmp_path):
     assert cli(["train", str(flow_file), "--model", "tinyflow", "--epochs", "6", "-q", "--device", "cuda", "-o", str(run)]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(m["uf1"]) and m["n_samples"] == 24
+    assert m["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")  # --amp auto on a GPU
+    name = f"cuda:0 {torch.cuda.get_device_name(0)}"
+    assert {(f["device"], f["precision"]) for f in _read_csv(run / "folds.csv")} == {(name, m["precision"])}
     TinyFlowNet(3).load_state_dict(torch.load(run / "folds" / "s1" / "final.pt", weights_only=True))
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mertool.cli.main import cli
 from mertool.errors import MertoolError
@@ -98,6 +99,30 @@ def test_fold_index_jobs_then_automatic_pool_equal_one_whole_run(flow_file, tmp_
     assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--fold-index", "3/3"]) == 0  # the last job pools
     assert _outputs(run) == whole
     assert not list(tmp_path.glob("*.lock")) and not list(run.glob("folds/*.lock"))  # locks released
+
+
+def test_jobs_on_kinds_of_device_record_each_folds_precision_and_warn_when_mixed(flow_file, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """--amp auto is fp32 on CPU and bf16 on a (bf16) GPU: a run whose fold jobs ran on both says so per fold,
+    in metrics.json and on the console (the second job stands in for a GPU node by amp_mode's GPU answer)."""
+    from mertool.train import fold as fold_mod
+
+    run = tmp_path / "split"
+    assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--fold-index", "1/2"]) == 0
+    monkeypatch.setattr(fold_mod, "amp_mode", lambda amp, device: (True, torch.bfloat16))  # amp_mode(True, cuda)
+    capsys.readouterr()
+    assert cli(["train", str(flow_file), *QUICK, "-o", str(run), "--fold-index", "2/2"]) == 0
+    folds = list(csv.DictReader(io.StringIO((run / "folds.csv").read_text())))
+    assert [(f["fold"], f["device"], f["precision"]) for f in folds] == [
+        ("s1", "cpu", "fp32"), ("s2", "cpu", "fp32"), ("s3", "cpu", "fp32"), ("s4", "cpu", "bf16"), ("s5", "cpu", "bf16")]
+    assert json.loads((run / "metrics.json").read_text())["precision"] == "mixed: bf16 (2 folds), fp32 (3 folds)"
+    err = capsys.readouterr().err
+    assert "the folds trained in different precisions (bf16 (2 folds), fp32 (3 folds)" in err and "--amp off" in err
+    # one kind of device: one precision, no warning
+    monkeypatch.undo()
+    assert cli(["train", str(flow_file), *QUICK, "-o", str(tmp_path / "whole")]) == 0
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["precision"] == "fp32"
+    assert "different precisions" not in capsys.readouterr().err
 
 
 def test_folds_jobs_and_collect_equal_one_whole_run(flow_file, tmp_path, capsys):

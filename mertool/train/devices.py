@@ -160,6 +160,20 @@ def amp_mode(amp: bool | str, device: torch.device) -> tuple[bool, torch.dtype]:
     return False, torch.bfloat16
 
 
+def precision_name(use_amp: bool, dtype: torch.dtype) -> str:
+    """The arithmetic a fold trained in, as its results record it: ``fp32``, ``bf16`` or ``fp16``
+    (from :func:`amp_mode`)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype] if use_amp else "fp32"
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, or a GPU with its model (``cuda:0 NVIDIA H200``): where a fold trained, as its results record it."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+
+
 def channels_last_for(channels_last: bool | str, model: str, device: torch.device) -> bool:
     """Whether ``model`` trains on ``device`` with channels-last (NHWC) tensors (config ``channels_last``).
 

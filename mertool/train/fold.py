@@ -31,7 +31,7 @@ from ..log import logger, progress_bar
 from ..models import create_model
 from .augment import augment_for
 from .config import TrainConfig
-from .devices import amp_mode, channels_last_for
+from .devices import amp_mode, channels_last_for, device_label, precision_name
 from .loso import Fold
 
 
@@ -112,6 +112,8 @@ class FoldResult:
     best_epoch: int  # epoch of the returned weights (last, or best validation loss)
     seconds: float
     oracle: dict | None = None  # {"epoch": e, "probs": ...}: best epoch ON THE TEST FOLD
+    device: str = ""  # where it trained (devices.device_label); "" in results of mertool before 2026-11-30
+    precision: str = ""  # fp32, bf16 or fp16 (devices.precision_name); "" likewise
 
 
 @dataclasses.dataclass
@@ -401,6 +403,8 @@ class FoldTrainer:
             best_epoch=chosen,
             seconds=time.perf_counter() - start,
             oracle=oracle,
+            device=device_label(self.device),
+            precision=precision_name(self.use_amp, self.amp_dtype),
         )
         return result, _cpu_state(self.model)
 

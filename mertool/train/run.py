@@ -407,6 +407,18 @@ def _selection(cfg: TrainConfig, oracle: bool) -> str:
     return "best validation loss (training subjects)" if cfg.early_stopping else "fixed epoch budget"
 
 
+def _precision(results: list[FoldResult]) -> str:
+    """The arithmetic the folds trained in: ``fp32``, ``bf16``, ``fp16``, or ``mixed: bf16 (30 folds),
+    fp32 (19 folds)`` (``amp: true`` is fp32 on CPU and bf16/fp16 on a GPU, so a run resumed or shared
+    across kinds of device mixes them); ``unrecorded`` for folds of mertool before it was recorded."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.precision or "unrecorded"] = counts.get(r.precision or "unrecorded", 0) + 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "mixed: " + ", ".join(f"{p} ({n} folds)" for p, n in sorted(counts.items()))
+
+
 def _variant_metrics(
     run: RunDir, data: TrainData, folds: list[Fold], results: list[FoldResult], cfg: TrainConfig, n_params: int,
     oracle: bool,
@@ -430,6 +442,7 @@ def _variant_metrics(
             "early_stopping": cfg.early_stopping,
             "selection": _selection(cfg, oracle),
             "train_seconds": float(sum(r.seconds for r in results)),
+            "precision": _precision(results),
             "dropped_classes": data.dropped,
         }
     )
@@ -453,6 +466,10 @@ def write_outputs(
     from .report import plot_curves, plot_model_log
 
     metrics = _variant_metrics(run, data, folds, results, cfg, n_params, oracle=False)
+    if metrics["precision"].startswith("mixed"):
+        logger.warning(f"{run.path}: the folds trained in different precisions ({metrics['precision'][7:]}; "
+                       "folds.csv names each fold's device): --amp auto is fp32 on CPU and mixed precision on a GPU; "
+                       "for one precision on every device train with --amp off (fp32) or --amp bf16")
     if cfg.oracle:
         metrics["oracle"] = _variant_metrics(run, data, folds, results, cfg, n_params, oracle=True)
         run.write_metrics(metrics["oracle"], oracle=True)
@@ -461,12 +478,13 @@ def write_outputs(
     plot_model_log(histories, run.plot("model_log"), f"{cfg.model} ({len(results)} folds)")  # e.g. SOA angle vs epoch
     if cfg.oracle:
         plot_curves(histories, run.plot("curves", oracle=True), f"{cfg.model} {ORACLE} test curves", oracle=True)
-    header = ["fold", "n_train", "n_val", "n_test", "epochs_run", "chosen_epoch", "test_acc", "seconds"]
+    header = ["fold", "n_train", "n_val", "n_test", "epochs_run", "chosen_epoch", "test_acc", "seconds", "device",
+              "precision"]
     header += [f"{ORACLE}_epoch", f"{ORACLE}_test_acc"] if cfg.oracle else []
     rows = []
     for f, r in zip(folds, results):
         row = [f.name, len(f.train), len(f.val), len(f.test), r.epochs_run, r.best_epoch,
-               f"{fold_accuracy(r, data.y):.4f}", f"{r.seconds:.2f}"]
+               f"{fold_accuracy(r, data.y):.4f}", f"{r.seconds:.2f}", r.device, r.precision]
         rows.append(row + ([r.oracle["epoch"], f"{fold_accuracy(r, data.y, oracle=True):.4f}"] if cfg.oracle else []))
     run.write_folds_table(header, rows)
     return metrics
@@ -542,6 +560,8 @@ def _seeds_result(root: Path, seeds: list[int], runs: list[RunResult]) -> SeedsR
     first = runs[0].metrics
     metrics = {k: first[k] for k in ("model", "params", "scheme", "epochs", "selection", "n_folds", "n_samples")}
     metrics.update(seed_summary({s: r.metrics for s, r in zip(seeds, runs)}))
+    precisions = sorted({r.metrics.get("precision", "unrecorded") for r in runs})
+    metrics["precision"] = precisions[0] if len(precisions) == 1 else "mixed over seeds: " + "; ".join(precisions)
     metrics["runs"] = [str(r.path) for r in runs]
     metrics["wall_seconds"] = float(sum(r.metrics["wall_seconds"] for r in runs))
     RunDir(root).write_metrics(metrics)

@@ -7,7 +7,7 @@ Layout::
                         dropped classes, folds, parameter count, identity hash, times
     folds/<fold>/       log.csv (per-epoch), checkpoint.pt or stack_checkpoint.pt (while unfinished),
                         final.pt (state_dict; load with weights_only=True), result.json
-    folds.csv           one line per fold (sizes, epochs, chosen epoch, accuracy, seconds)
+    folds.csv           one line per fold (sizes, epochs, chosen epoch, accuracy, seconds, device, precision)
     predictions.csv     sample_id, subject, dataset, fold, label, prediction, p_<class>...
     metrics.json        see :func:`mertool.train.metrics.compute_metrics` (per_dataset included)
     curves.png, confusion.png, model_log.png
