@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -411,9 +412,7 @@ def _precision(results: list[FoldResult]) -> str:
     """The arithmetic the folds trained in: ``fp32``, ``bf16``, ``fp16``, or ``mixed: bf16 (30 folds),
     fp32 (19 folds)`` (``amp: true`` is fp32 on CPU and bf16/fp16 on a GPU, so a run resumed or shared
     across kinds of device mixes them); ``unrecorded`` for folds of mertool before it was recorded."""
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.precision or "unrecorded"] = counts.get(r.precision or "unrecorded", 0) + 1
+    counts = Counter(r.precision or "unrecorded" for r in results)
     if len(counts) == 1:
         return next(iter(counts))
     return "mixed: " + ", ".join(f"{p} ({n} folds)" for p, n in sorted(counts.items()))
@@ -467,7 +466,7 @@ def write_outputs(
 
     metrics = _variant_metrics(run, data, folds, results, cfg, n_params, oracle=False)
     if metrics["precision"].startswith("mixed"):
-        logger.warning(f"{run.path}: the folds trained in different precisions ({metrics['precision'][7:]}; "
+        logger.warning(f"{run.path}: the folds trained in different precisions ({metrics['precision'].removeprefix('mixed: ')}; "
                        "folds.csv names each fold's device): --amp auto is fp32 on CPU and mixed precision on a GPU; "
                        "for one precision on every device train with --amp off (fp32) or --amp bf16")
     if cfg.oracle:
